@@ -1,0 +1,181 @@
+"""The keys API: a small aiohttp low-level server on the keys listener.
+
+Each request passes the checks in a fixed order: the hop guard (no proxied
+callers), then the token for every route but /healthz and /readyz, then the
+route and method. Responses to /v1/keys are bytes prepared once per secret
+version, so the request path does no I/O beyond the socket and never calls AWS.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from sidecar.cache import KeyCache
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics import Counter
+
+    from sidecar.metrics import Metrics
+
+TOKEN_HEADER = "X-Sidecar-Token"  # noqa: S105 - a header name, not a secret
+# Headers that only a proxy adds. The keys are for the containers of this task,
+# so a request that crossed a proxy is rejected before anything else.
+HOP_HEADERS = ("X-Forwarded-For", "Forwarded")
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+
+
+def json_response(status: int, document: dict[str, object], **headers: str) -> web.Response:
+    """Build a JSON response with Cache-Control: no-store."""
+    body = json.dumps(document, separators=(",", ":")).encode()
+    return web.Response(status=status, body=body, headers={**_JSON_HEADERS, **headers})
+
+
+def error_response(status: int, message: str, **headers: str) -> web.Response:
+    """Build the ``{"error": message}`` response used for every failure."""
+    return json_response(status, {"error": message}, **headers)
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Tell whether an If-None-Match header value matches ``etag`` (weak comparison)."""
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*":
+            return True
+        tag = tag.removeprefix("W/")
+        if tag == etag:
+            return True
+    return False
+
+
+class KeysApi:
+    """Request handler of the keys listener."""
+
+    def __init__(self, cache: KeyCache, token: str | None, metrics: Metrics) -> None:
+        self._cache = cache
+        self._token = token.encode() if token is not None else None
+        self._metrics = metrics
+        self._request_counters: dict[tuple[str, int], Counter] = {}
+        # route -> method -> handler. Routes without a token check are public.
+        self._public: dict[str, dict[str, Handler]] = {
+            "/healthz": {"GET": self.healthz, "HEAD": self.healthz},
+            "/readyz": {"GET": self.readyz, "HEAD": self.readyz},
+        }
+        self._protected: dict[str, dict[str, Handler]] = {
+            "/v1/keys": {"GET": self.keys, "HEAD": self.keys},
+        }
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one request and count it by route and status code."""
+        route, response = await self._dispatch(request)
+        self._count(route, response.status)
+        return response
+
+    async def _dispatch(self, request: web.BaseRequest) -> tuple[str, web.StreamResponse]:
+        headers = request.headers
+        path = request.path
+        for name in HOP_HEADERS:
+            if name in headers:
+                message = (
+                    f"the {name} header is not accepted: the keys API serves only "
+                    "callers inside this task, never a proxied request"
+                )
+                return self._route_label(path), error_response(400, message)
+
+        methods = self._public.get(path)
+        if methods is None:
+            rejection = self._check_token(headers.get(TOKEN_HEADER))
+            if rejection is not None:
+                return self._route_label(path), rejection
+            methods = self._protected.get(path)
+            if methods is None:
+                return "other", error_response(
+                    404, f"no route {path!r}; the keys are at GET /v1/keys"
+                )
+
+        handler = methods.get(request.method)
+        if handler is None:
+            allowed = ", ".join(methods)
+            message = f"method {request.method} is not allowed on {path}; expected {allowed}"
+            return path, error_response(405, message, Allow=allowed)
+        return path, await handler(request)
+
+    def _check_token(self, presented: str | None) -> web.Response | None:
+        expected = self._token
+        if expected is None:
+            return None
+        if presented is None:
+            return error_response(
+                403, f"missing {TOKEN_HEADER} header; send the token from the token file"
+            )
+        # compare_digest takes time independent of where the values differ.
+        if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected):
+            return error_response(403, f"invalid {TOKEN_HEADER} header")
+        return None
+
+    def _route_label(self, path: str) -> str:
+        # Unknown paths share one label so a scan cannot grow the metric without bound.
+        known = path in self._public or path in self._protected
+        return path if known else "other"
+
+    def _count(self, route: str, status: int) -> None:
+        counter = self._request_counters.get((route, status))
+        if counter is None:
+            counter = self._metrics.requests.labels(route=route, code=str(status))
+            self._request_counters[(route, status)] = counter
+        counter.inc()
+
+    async def keys(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve the key pair, 304 when If-None-Match holds its ETag, or 503."""
+        state = self._cache.state
+        snapshot = state.snapshot
+        if snapshot is None:
+            return error_response(503, self._not_loaded_message())
+        if self._cache.past_max_staleness():
+            return error_response(503, self._too_stale_message())
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None and etag_matches(if_none_match, snapshot.etag):
+            return web.Response(
+                status=304, headers={"ETag": snapshot.etag, "Cache-Control": "no-store"}
+            )
+        return web.Response(
+            body=state.body,
+            headers={**_JSON_HEADERS, "ETag": snapshot.etag},
+        )
+
+    async def healthz(self, _request: web.BaseRequest) -> web.StreamResponse:
+        """Liveness: 200 while the process serves requests."""
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(self, _request: web.BaseRequest) -> web.StreamResponse:
+        """Readiness: 200 once keys are loaded and not past SIDECAR_MAX_STALENESS."""
+        state = self._cache.state
+        if state.snapshot is None:
+            return error_response(503, self._not_loaded_message())
+        if self._cache.past_max_staleness():
+            return error_response(503, self._too_stale_message())
+        return json_response(
+            200,
+            {"status": "ready", "version_id": state.snapshot.version_id, "stale": state.stale},
+        )
+
+    def _not_loaded_message(self) -> str:
+        last_error = self._cache.state.last_error
+        if last_error is None:
+            return "keys not loaded yet: the first poll of Secrets Manager has not finished"
+        return f"keys not loaded yet: the last poll of Secrets Manager failed with {last_error}"
+
+    def _too_stale_message(self) -> str:
+        age = self._cache.seconds_since_success() or 0.0
+        last_error = self._cache.state.last_error or "an error"
+        return (
+            f"keys are stale: the last successful poll was {age:.0f} s ago, more than "
+            f"SIDECAR_MAX_STALENESS ({self._cache.max_staleness:g} s); polls fail with {last_error}"
+        )

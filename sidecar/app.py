@@ -1,0 +1,158 @@
+"""Run the sidecar: bind the listeners, poll in the background, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+import structlog
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from sidecar import __version__
+from sidecar.api import KeysApi
+from sidecar.cache import KeyCache
+from sidecar.metrics import Metrics
+from sidecar.poller import Poller
+from sidecar.settings import Settings
+from sidecar.source import SecretSource
+
+log = structlog.get_logger("sidecar.app")
+
+# In-flight requests get this long to finish after SIGTERM. ECS waits 30 s by
+# default (stopTimeout) before it sends SIGKILL.
+SHUTDOWN_TIMEOUT = 5.0
+# Idle keep-alive connections are closed after this many seconds.
+KEEPALIVE_TIMEOUT = 15.0
+# aiohttp's limits on the request line and on one header field, in bytes.
+MAX_LINE_SIZE = 4096
+MAX_FIELD_SIZE = 4096
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def run(settings: Settings, token: str | None) -> int:
+    """Open the Secrets Manager client, serve until a stop signal, then close the client."""
+    source = SecretSource(
+        settings.secret_id,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    )
+    async with source:
+        status = await serve(settings, token, source)
+    log.info("shutdown.complete", exit_status=status)
+    return status
+
+
+async def serve(settings: Settings, token: str | None, source: SecretSource) -> int:
+    """Bind the listeners, poll in the background until SIGTERM or SIGINT, return the status."""
+    metrics = Metrics()
+    cache = KeyCache(settings.max_staleness)
+    poller = Poller(settings, source, cache, metrics)
+    api = KeysApi(cache, token, metrics)
+
+    runners = await start_listeners(settings, api, metrics)
+    if runners is None:
+        return 1
+    log.info(
+        "sidecar.started",
+        version=__version__,
+        secret_id=settings.secret_id,
+        host=settings.host,
+        port=settings.port,
+        metrics_port=settings.metrics_port or None,
+        poll_interval_s=settings.poll_interval,
+        token_required=token is not None,
+    )
+    if token is None:
+        log.warning(
+            "sidecar.token_disabled",
+            detail="SIDECAR_REQUIRE_TOKEN=false: any process in the task can read the keys",
+        )
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    # Strong references keep the tasks alive: the loop only holds weak ones.
+    poll_task = asyncio.create_task(poller.run(), name="sidecar-poller")
+    stop_task = asyncio.create_task(stop.wait(), name="sidecar-stop")
+    try:
+        await asyncio.wait({poll_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        log.info("shutdown.started")
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        # 1. Stop accepting connections, then give in-flight requests up to
+        #    SHUTDOWN_TIMEOUT seconds before they are cancelled.
+        for runner in runners:
+            await runner.cleanup()
+        # 2. Stop polling. run() closes the AWS client after this returns.
+        crashed = poll_task.done() and not poll_task.cancelled()
+        for task in (poll_task, stop_task):
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+    if crashed:
+        # Poller.run only returns by raising, which is a bug: exit non-zero.
+        log.error("poller.crashed", error=repr(poll_task.exception()))
+        return 1
+    return 0
+
+
+async def start_listeners(
+    settings: Settings, api: KeysApi, metrics: Metrics
+) -> list[web.BaseRunner] | None:
+    """Bind the keys listener and, unless turned off, the metrics listener.
+
+    Returns the runners to clean up at shutdown, or None when a bind failed.
+    """
+    server = web.Server(
+        api.handle,
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+    )
+    keys_runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await keys_runner.setup()
+    runners: list[web.BaseRunner] = [keys_runner]
+    addresses = [(settings.host, settings.port)]
+    if settings.metrics_port != 0:
+        metrics_runner = web.AppRunner(
+            metrics_application(metrics, api), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
+        await metrics_runner.setup()
+        runners.append(metrics_runner)
+        addresses.append((settings.metrics_host, settings.metrics_port))
+
+    for runner, (host, port) in zip(runners, addresses, strict=True):
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError as error:
+            # The errno text (address in use, permission denied) says it all.
+            log.error("server.bind_failed", host=host, port=port, error=error.strerror)  # noqa: TRY400
+            for started in runners:
+                await started.cleanup()
+            return None
+    return runners
+
+
+def metrics_application(metrics: Metrics, api: KeysApi) -> web.Application:
+    """Build the metrics listener: /metrics, /healthz and /readyz, no key material."""
+    application = web.Application()
+    application.router.add_get("/metrics", metrics_handler(metrics))
+    application.router.add_get("/healthz", api.healthz)
+    application.router.add_get("/readyz", api.readyz)
+    return application
+
+
+def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Build the /metrics handler, which renders the registry with prometheus-client."""
+
+    async def handle(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(metrics.registry), headers={"Content-Type": content_type})
+
+    return handle

@@ -1,0 +1,91 @@
+"""Load the request token, creating the token file on first start."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from sidecar.errors import SettingsError
+from sidecar.settings import PREFIX, Settings, token_problem
+
+TOKEN_FILE_MODE = 0o640
+# 32 random bytes, 43 URL-safe characters.
+TOKEN_BYTES = 32
+
+
+def resolve_token(settings: Settings) -> str | None:
+    """Return the token that requests must carry, or None when none is required.
+
+    With SIDECAR_TOKEN_FILE set and no file at that path, a new random token is
+    written there first. Raises SettingsError if the file cannot be read or
+    created, or holds an invalid token.
+    """
+    if settings.token is not None:
+        return settings.token
+    if settings.token_file is not None:
+        return load_or_create_token_file(settings.token_file)
+    return None
+
+
+def load_or_create_token_file(path: Path) -> str:
+    """Read the token from ``path``, or create the file with a new token if it is missing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return _create_token_file(path)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        msg = f"{PREFIX}TOKEN_FILE: cannot read {str(path)!r}: {reason}; expected a readable file"
+        raise SettingsError([msg]) from None
+    token = text.strip()
+    problem = token_problem(token)
+    if problem is not None:
+        msg = (
+            f"{PREFIX}TOKEN_FILE: {str(path)!r} contains an invalid token (hidden, "
+            f"{len(token)} characters); expected {problem}, or delete the file so that "
+            "the sidecar creates a new one"
+        )
+        raise SettingsError([msg])
+    return token
+
+
+def _create_token_file(path: Path) -> str:
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, TOKEN_FILE_MODE)
+        try:
+            os.write(descriptor, (token + "\n").encode())
+            # The umask may have removed the group read bit that the application needs.
+            os.fchmod(descriptor, TOKEN_FILE_MODE)
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        try:
+            # link() fails if the path exists, unlike rename(), so a token written
+            # by a concurrent start is kept and read instead of overwritten.
+            os.link(temporary, path)
+        except FileExistsError:
+            return load_or_create_token_file(path)
+    except OSError as error:
+        msg = (
+            f"{PREFIX}TOKEN_FILE: cannot create {str(path)!r}: {error.strerror}; expected a "
+            "path in a writable directory, such as a volume shared with the application"
+        )
+        raise SettingsError([msg]) from None
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+    _fsync_directory(path.parent)
+    return token
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

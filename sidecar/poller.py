@@ -1,0 +1,242 @@
+"""Poll Secrets Manager on an interval, with backoff after failures.
+
+One asyncio task runs ``Poller.run``. A poll that fails with a retryable error
+(throttling, 5xx, connection errors, timeouts, expiring credentials) is retried
+with exponential backoff through tenacity. A permanent error (access denied, not
+found, marked for deletion, decryption failure, invalid secret) waits for the
+next normal interval, so the loop never spins. The cache keeps serving the last
+good pair through every failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
+from tenacity.wait import wait_base
+
+from sidecar.cache import KeyCache, KeySnapshot
+from sidecar.errors import PollError
+from sidecar.secret import KeyPair, parse_secret_string
+from sidecar.source import SecretSource, SecretValue, classify_error
+
+if TYPE_CHECKING:
+    from sidecar.metrics import Metrics
+    from sidecar.settings import Settings
+
+log = structlog.get_logger("sidecar.poller")
+
+
+class EqualJitterBackoff(wait_base):
+    """Exponential backoff with equal jitter.
+
+    Attempt n waits a random time between half and all of
+    min(maximum, initial x 2^(n-1)), so a fleet that failed together spreads out
+    while every wait stays within the cap.
+    """
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random) -> None:
+        self._exponential = wait_exponential(multiplier=initial, max=maximum)
+        self._rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        """Return the wait in seconds before the next attempt."""
+        ceiling = float(self._exponential(retry_state))
+        return ceiling * self._rng.uniform(0.5, 1.0)
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, PollError) and error.retryable
+
+
+class _FailureStreak:
+    """Consecutive failed polls, logged once per streak and reason instead of once per retry."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.count = 0
+        self.started = time.monotonic()
+
+
+class Poller:
+    """Keeps the cache filled from Secrets Manager."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: SecretSource,
+        cache: KeyCache,
+        metrics: Metrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._source = source
+        self._cache = cache
+        self._metrics = metrics
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._wake = asyncio.Event()
+        self._streak: _FailureStreak | None = None
+        self._log = log.bind(secret_id=settings.secret_id)
+
+    def next_interval(self) -> float:
+        """Return the wait before the next normal poll: the interval +/- the jitter fraction."""
+        jitter = self._settings.poll_jitter
+        return self._settings.poll_interval * self._rng.uniform(1 - jitter, 1 + jitter)
+
+    async def run(self) -> None:
+        """Poll now, then forever at the configured interval; stops when cancelled."""
+        backoff = EqualJitterBackoff(
+            self._settings.backoff_initial, self._settings.backoff_max, self._rng
+        )
+        while True:
+            retrying = AsyncRetrying(
+                retry=retry_if_exception(_is_retryable),
+                wait=backoff,
+                sleep=self._sleep,
+                before_sleep=self._log_retry,
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self.poll_once()
+            except PollError:
+                # Permanent: already counted and logged; wait a normal interval.
+                wait = self.next_interval()
+                self._log.debug("poll.retry_scheduled", wait_s=round(wait, 3), retryable=False)
+                await self._sleep(wait)
+                continue
+            await self._sleep(self.next_interval())
+
+    async def poll_once(self) -> bool:
+        """Fetch and parse the secret once and update the cache.
+
+        Returns whether a new version was loaded. Raises PollError after recording
+        the failure.
+        """
+        started = time.perf_counter()
+        try:
+            value = await self._source.fetch()
+            current = self._cache.state.snapshot
+            if current is not None and current.version_id == value.version_id:
+                pair = current.pair  # Same version, same content: skip the parse.
+            else:
+                pair = self._parse(value)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            failure = classify_error(error)
+            self._metrics.poll_duration.observe(time.perf_counter() - started)
+            self._record_failure(failure)
+            raise failure from error
+        self._metrics.poll_duration.observe(time.perf_counter() - started)
+
+        snapshot = KeySnapshot(
+            pair=pair,
+            version_id=value.version_id,
+            created_date=value.created_date,
+            loaded_at=datetime.now(UTC),
+        )
+        previous_version = current.version_id if current is not None else None
+        changed = self._cache.record_success(snapshot)
+        self._record_success(
+            changed=changed, previous_version=previous_version, version=value.version_id
+        )
+        return changed
+
+    def _parse(self, value: SecretValue) -> KeyPair:
+        if value.secret_string is None:
+            msg = "the secret has no SecretString (SecretBinary is not supported)"
+            raise PollError("invalid_secret", "InvalidSecret", msg, retryable=False)
+        return parse_secret_string(
+            value.secret_string, self._settings.current_field, self._settings.previous_field
+        )
+
+    def wake(self) -> None:
+        """End the current wait early, so the next poll starts now."""
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        finally:
+            self._wake.clear()
+
+    def _record_success(self, *, changed: bool, previous_version: str | None, version: str) -> None:
+        metrics = self._metrics
+        metrics.polls.labels(outcome="changed" if changed else "unchanged").inc()
+        now = time.time()
+        metrics.last_success.set(now)
+        metrics.keys_loaded.set(1)
+        metrics.keys_stale.set(0)
+        streak = self._streak
+        if streak is not None:
+            self._log.info(
+                "poll.recovered",
+                failures=streak.count,
+                last_reason=streak.reason,
+                outage_s=round(time.monotonic() - streak.started, 3),
+            )
+            self._streak = None
+        if not changed:
+            self._log.debug("poll.unchanged", version_id=version)
+            return
+        metrics.reloads.inc()
+        metrics.last_reload.set(now)
+        metrics.serve_version(version)
+        if previous_version is None:
+            self._log.info("secret.loaded", version_id=version)
+        else:
+            self._log.info(
+                "secret.reloaded", version_id=version, previous_version_id=previous_version
+            )
+
+    def _record_failure(self, failure: PollError) -> None:
+        self._metrics.polls.labels(outcome="error").inc()
+        self._metrics.poll_errors.labels(reason=failure.reason).inc()
+        self._cache.record_failure(failure.error_class)
+        if self._cache.state.snapshot is not None:
+            self._metrics.keys_stale.set(1)
+
+        streak = self._streak
+        if streak is None or streak.reason != failure.reason:
+            streak = self._streak = _FailureStreak(failure.reason)
+            first = True
+        else:
+            first = False
+        streak.count += 1
+        fields = {
+            "error": failure.error_class,
+            "reason": failure.reason,
+            "retryable": failure.retryable,
+            "attempt": streak.count,
+            "serving_version_id": _served_version(self._cache),
+        }
+        if failure.reason != "credentials":
+            # Credential provider messages can quote the provider's reply, so
+            # they are not logged. AWS error messages name ARNs, never values.
+            fields["detail"] = failure.detail[:300]
+        if first:
+            self._log.warning("poll.failed", **fields)
+        else:
+            self._log.debug("poll.failed", **fields)
+
+    async def _log_retry(self, retry_state: RetryCallState) -> None:
+        wait = retry_state.upcoming_sleep
+        streak = self._streak
+        attempt = streak.count if streak is not None else retry_state.attempt_number
+        # The first retry of a streak is logged at info; the rest only at debug.
+        emit = self._log.info if attempt == 1 else self._log.debug
+        emit("poll.retry_scheduled", wait_s=round(wait, 3), attempt=attempt, retryable=True)
+
+
+def _served_version(cache: KeyCache) -> str | None:
+    snapshot = cache.state.snapshot
+    return None if snapshot is None else snapshot.version_id

@@ -1,0 +1,1 @@
+"""Development tools: the local emulator launcher and the demo."""

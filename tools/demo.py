@@ -1,0 +1,131 @@
+"""Demo: the sidecar against a local Secrets Manager emulator, through one rotation.
+
+Starts moto's emulator on loopback, creates a demo secret, runs the sidecar
+against it, shows the served keys, rotates the secret, and shows the new pair
+served by the same process. Then it keeps running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tests.helpers import http_request, wait_until
+from tools.emulator import (
+    DUMMY_ACCESS_KEY_ID,
+    DUMMY_SECRET_ACCESS_KEY,
+    REGION,
+    client_environment,
+    free_port,
+    running_emulator,
+)
+
+SECRET_ID = "demo/jwt-service/api-keys"  # noqa: S105 - a secret name, not a value
+POLL_INTERVAL = "2"
+
+
+def new_key() -> str:
+    """Return a demo API key with 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+def show(title: str, document: dict[str, Any]) -> None:
+    """Print a step of the demo and the document the sidecar served."""
+    print(f"\n== {title}", flush=True)
+    print(json.dumps(document, indent=2), flush=True)
+
+
+def main() -> int:
+    """Run the demo until Ctrl-C."""
+    with running_emulator() as emulator, tempfile.TemporaryDirectory() as workdir:
+        client = boto3.client(
+            "secretsmanager",
+            endpoint_url=emulator.endpoint,
+            region_name=REGION,
+            aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+            aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+        )
+        first_key = new_key()
+        client.create_secret(
+            Name=SECRET_ID,
+            SecretString=json.dumps({"API_KEY_CURRENT": first_key, "API_KEY_PREVIOUS": None}),
+        )
+        print(f"emulator: {emulator.endpoint}; created secret {SECRET_ID}", flush=True)
+
+        port = free_port()
+        token_file = Path(workdir) / "token"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")},
+            **client_environment(emulator.endpoint),
+            "SIDECAR_SECRET_ID": SECRET_ID,
+            "SIDECAR_PORT": str(port),
+            "SIDECAR_METRICS_PORT": str(free_port()),
+            "SIDECAR_TOKEN_FILE": str(token_file),
+            "SIDECAR_POLL_INTERVAL": POLL_INTERVAL,
+            "SIDECAR_LOG_FORMAT": "console",
+        }
+        sidecar = subprocess.Popen([sys.executable, "-m", "sidecar"], env=env)
+        try:
+            return run_scenario(client, sidecar, port, token_file)
+        finally:
+            if sidecar.poll() is None:
+                sidecar.send_signal(signal.SIGTERM)
+                sidecar.wait(timeout=15)
+
+
+def run_scenario(client: Any, sidecar: subprocess.Popen[bytes], port: int, token_file: Path) -> int:
+    """Show the keys, rotate, show the new keys, then wait for Ctrl-C."""
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _ready(base), timeout=20, message="the sidecar did not become ready")
+    token = token_file.read_text().strip()
+    headers = {"X-Sidecar-Token": token}
+    print(f"\nthe sidecar created the token file {token_file}", flush=True)
+    print(f'try: curl -H "X-Sidecar-Token: $(cat {token_file})" {base}/v1/keys', flush=True)
+
+    before = http_request(f"{base}/v1/keys", headers=headers).json()
+    show(f"served keys (pid {sidecar.pid})", before)
+
+    rotated = client.put_secret_value(
+        SecretId=SECRET_ID,
+        SecretString=json.dumps(
+            {"API_KEY_CURRENT": new_key(), "API_KEY_PREVIOUS": before["current"]}
+        ),
+    )
+    print(f"\n== rotated the secret: new version {rotated['VersionId']}", flush=True)
+    started = time.monotonic()
+
+    def rotated_served() -> bool:
+        reply = http_request(f"{base}/v1/keys", headers=headers)
+        return reply.status == 200 and reply.json()["version_id"] == rotated["VersionId"]
+
+    wait_until(rotated_served, timeout=15, message="the rotation was not served")
+    after = http_request(f"{base}/v1/keys", headers=headers).json()
+    elapsed = time.monotonic() - started
+    show(f"served keys after {elapsed:.1f} s, same process (pid {sidecar.pid})", after)
+    print("\nthe sidecar keeps polling; press Ctrl-C to stop", flush=True)
+    try:
+        return sidecar.wait()
+    except KeyboardInterrupt:
+        print("\nstopping", flush=True)
+        return 0
+
+
+def _ready(base: str) -> bool:
+    try:
+        return http_request(f"{base}/readyz").status == 200
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Install the Debian packages whose tools the test suite calls, when they are missing.
+# Needs root for apt-get; without root it prints what to install and the tests
+# that need the tool fail with a message naming it.
+set -eu
+
+missing=""
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+
+[ -n "$missing" ] || exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install these Debian packages for the full test suite:$missing" >&2
+    exit 0
+fi
+apt-get update -qq
+# shellcheck disable=SC2086 # the package list is split on purpose
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
