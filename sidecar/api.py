@@ -73,7 +73,7 @@ class KeysApi:
         }
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Answer one request and count it by route and status code."""
+        """Handle one request and count it by route and status code."""
         route, response = await self._dispatch(request)
         self._count(route, response.status)
         return response
@@ -133,7 +133,7 @@ class KeysApi:
         counter.inc()
 
     async def keys(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Serve the key pair, 304 when If-None-Match holds its ETag, or 503."""
+        """Serve the key pair, 304 when If-None-Match contains its ETag, or 503."""
         state = self._cache.state
         snapshot = state.snapshot
         if snapshot is None:

@@ -131,7 +131,7 @@ async def start_listeners(
         try:
             await web.TCPSite(runner, host, port, reuse_address=True).start()
         except OSError as error:
-            # The errno text (address in use, permission denied) says it all.
+            # The errno text (address in use, permission denied) is the whole explanation.
             log.error("server.bind_failed", host=host, port=port, error=error.strerror)  # noqa: TRY400
             for started in runners:
                 await started.cleanup()

@@ -309,13 +309,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     )
     problems = read.problems
     # Cross-field rules, checked on the values after defaults were applied.
-    problems.extend(_cross_field_problems(settings))
+    problems.extend(_cross_field_problems(settings, token_set=read.raw("TOKEN") is not None))
     if problems:
         raise SettingsError(problems)
     return settings
 
 
-def _cross_field_problems(settings: Settings) -> list[str]:
+def _cross_field_problems(settings: Settings, *, token_set: bool) -> list[str]:
+    """Check the rules between settings; ``token_set`` is true even for an invalid token."""
     problems: list[str] = []
     backoff_initial, backoff_max = settings.backoff_initial, settings.backoff_max
     if backoff_initial > backoff_max:
@@ -337,12 +338,12 @@ def _cross_field_problems(settings: Settings) -> list[str]:
             f"successful polls; expected 0 (off) or more than the longest poll wait, "
             f"{PREFIX}POLL_INTERVAL x (1 + {PREFIX}POLL_JITTER) = {longest_wait:g} seconds"
         )
-    token_value, token_file = settings.token, settings.token_file
-    if token_value is not None and token_file is not None:
+    token_file = settings.token_file
+    if token_set and token_file is not None:
         problems.append(
             f"{PREFIX}TOKEN and {PREFIX}TOKEN_FILE are both set; expected only one of them"
         )
-    if token_value is None and token_file is None and settings.require_token:
+    if not token_set and token_file is None and settings.require_token:
         problems.append(
             f"{PREFIX}TOKEN_FILE: missing; set {PREFIX}TOKEN_FILE to a path on a volume shared "
             f"with the application (the sidecar creates the file with a random token), or set "

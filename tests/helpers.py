@@ -18,7 +18,7 @@ from typing import Any
 
 from tools.emulator import LOOPBACK, wait_for_port
 
-TOKEN = "test-token-0123456789abcdef"  # noqa: S105 - a fixed token for the tests
+TOKEN = "test-token-0123456789abcdef"
 STARTUP_TIMEOUT = 20.0
 
 

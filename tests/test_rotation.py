@@ -66,7 +66,7 @@ def test_rotation_served_without_restart(
 def test_if_none_match_returns_304(
     make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
 ) -> None:
-    """A request whose If-None-Match holds the current ETag gets 304 without a body."""
+    """A request whose If-None-Match contains the current ETag gets 304 without a body."""
     sidecar = start_sidecar(make_secret())
     etag = sidecar.get("/v1/keys").headers["ETag"]
 
