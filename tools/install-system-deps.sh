@@ -12,6 +12,9 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "install these Debian packages for the full test suite:$missing" >&2
     exit 0
 fi
-apt-get update -qq
-# shellcheck disable=SC2086 # the package list is split on purpose
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+# Wait for another apt-get to release the lock instead of failing at once.
+lock_wait="-o DPkg::Lock::Timeout=600"
+# shellcheck disable=SC2086 # the option and package lists are split on purpose
+apt-get $lock_wait update -qq
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive apt-get $lock_wait install -y -qq --no-install-recommends $missing
