@@ -77,15 +77,18 @@ class KeyCache:
         self.state = CacheState()
         self.max_staleness = max_staleness
 
-    def record_success(self, snapshot: KeySnapshot) -> bool:
-        """Store the result of a successful poll and tell whether the version changed."""
+    def record_success(self, snapshot: KeySnapshot | None) -> bool:
+        """Store the result of a successful poll and tell whether the version changed.
+
+        ``snapshot`` is None when the poll returned the version already served; the
+        served snapshot, with its loaded_at and prepared bytes, is then kept.
+        """
         previous = self.state.snapshot
-        changed = previous is None or previous.version_id != snapshot.version_id
-        if not changed:
-            assert previous is not None  # noqa: S101 - narrowed by `changed`
-            # Keep the old snapshot object so its loaded_at and prepared bytes stay.
-            snapshot = previous
-        self.state = CacheState(snapshot=snapshot, stale=False, last_success=time.monotonic())
+        changed = snapshot is not None and (
+            previous is None or previous.version_id != snapshot.version_id
+        )
+        kept = snapshot if changed else previous
+        self.state = CacheState(snapshot=kept, stale=False, last_success=time.monotonic())
         return changed
 
     def record_failure(self, error_class: str) -> None:

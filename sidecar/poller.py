@@ -123,10 +123,9 @@ class Poller:
         try:
             value = await self._source.fetch()
             current = self._cache.state.snapshot
-            if current is not None and current.version_id == value.version_id:
-                pair = current.pair  # Same version, same content: skip the parse.
-            else:
-                pair = self._parse(value)
+            # A version's content never changes, so an unchanged id needs no parse.
+            unchanged = current is not None and current.version_id == value.version_id
+            pair = None if unchanged else self._parse(value)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -136,12 +135,14 @@ class Poller:
             raise failure from error
         self._metrics.poll_duration.observe(time.perf_counter() - started)
 
-        snapshot = KeySnapshot(
-            pair=pair,
-            version_id=value.version_id,
-            created_date=value.created_date,
-            loaded_at=datetime.now(UTC),
-        )
+        snapshot = None
+        if pair is not None:
+            snapshot = KeySnapshot(
+                pair=pair,
+                version_id=value.version_id,
+                created_date=value.created_date,
+                loaded_at=datetime.now(UTC),
+            )
         previous_version = current.version_id if current is not None else None
         changed = self._cache.record_success(snapshot)
         self._record_success(
