@@ -49,6 +49,7 @@ async def serve(settings: Settings, token: str | None, source: SecretSource) -> 
     """Bind the listeners, poll in the background until SIGTERM or SIGINT, return the status."""
     metrics = Metrics()
     cache = KeyCache(settings.max_staleness)
+    metrics.track_readiness(cache)
     poller = Poller(settings, source, cache, metrics)
     api = KeysApi(cache, token, metrics)
 

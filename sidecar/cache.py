@@ -101,6 +101,10 @@ class KeyCache:
             last_success=state.last_success,
         )
 
+    def is_ready(self) -> bool:
+        """Tell whether a pair is loaded and not past SIDECAR_MAX_STALENESS (the /readyz rule)."""
+        return self.state.snapshot is not None and not self.past_max_staleness()
+
     def past_max_staleness(self, now: float | None = None) -> bool:
         """Tell whether the last success is older than SIDECAR_MAX_STALENESS."""
         if self.max_staleness <= 0:

@@ -14,8 +14,10 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 
+from sidecar.cache import KeyCache
 from sidecar.source import REASONS
 
 POLL_OUTCOMES = ("changed", "unchanged", "error")
@@ -29,6 +31,10 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # Without this, every counter and histogram series gets a *_created twin
+        # that no dashboard or alert reads. The switch is process-wide in
+        # prometheus-client, and the sidecar process has one Metrics object.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         # The process and platform collectors that prometheus-client's global
         # registry has, added to this registry so that tests can make a fresh one.
         ProcessCollector(registry=self.registry)
@@ -47,7 +53,8 @@ class Metrics:
         )
         self.poll_duration = Histogram(
             "sidecar_poll_duration_seconds",
-            "Duration of one GetSecretValue call, successful or not.",
+            "Duration of one poll, successful or not: the GetSecretValue call and, "
+            "for a new version, parsing the secret.",
             buckets=POLL_DURATION_BUCKETS,
             registry=self.registry,
         )
@@ -69,6 +76,12 @@ class Metrics:
         self.keys_stale = Gauge(
             "sidecar_keys_stale",
             "1 while the latest poll failed and the last good pair is served, else 0.",
+            registry=self.registry,
+        )
+        self.ready = Gauge(
+            "sidecar_ready",
+            "1 while /readyz returns 200: keys are loaded and the last successful poll "
+            "is within SIDECAR_MAX_STALENESS, else 0.",
             registry=self.registry,
         )
         self.version_info = Gauge(
@@ -94,6 +107,10 @@ class Metrics:
         for reason in REASONS:
             self.poll_errors.labels(reason=reason)
         self._served_version: str | None = None
+
+    def track_readiness(self, cache: KeyCache) -> None:
+        """Compute sidecar_ready from ``cache`` at every scrape, with the rule of /readyz."""
+        self.ready.set_function(lambda: 1.0 if cache.is_ready() else 0.0)
 
     def serve_version(self, version_id: str) -> None:
         """Point sidecar_secret_version_info at ``version_id`` and drop the old series."""
