@@ -65,7 +65,7 @@ def http_request(
 
 @dataclass
 class SidecarProcess:
-    """A sidecar started with ``python -m sidecar`` and its captured stderr."""
+    """A sidecar process (``python -m sidecar`` by default) and its captured stderr."""
 
     env: dict[str, str]
     port: int
@@ -73,13 +73,15 @@ class SidecarProcess:
     token: str | None = TOKEN
     metrics_port: int = 0
     args: tuple[str, ...] = ()
+    # The program that runs the sidecar; a test of the installed wheel passes its console script.
+    program: tuple[str, ...] = (sys.executable, "-m", "sidecar")
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> SidecarProcess:
         """Start the process and wait until the keys listener accepts connections."""
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sidecar", *self.args],
+                [*self.program, *self.args],
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
