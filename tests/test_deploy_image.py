@@ -91,7 +91,9 @@ def isolated_environment(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def image_environment(emulator: Emulator, secret_id: str, token_file: Path) -> dict[str, str]:
+def image_environment(
+    emulator: Emulator, secret_id: str, token_file: Path, temporary_directory: Path
+) -> dict[str, str]:
     """Return the task definition's sidecar settings, pointed at the emulator and free ports."""
     settings = environment(container(load_json(TASK_DEFINITION), SIDECAR_CONTAINER))
     settings.update(
@@ -106,6 +108,9 @@ def image_environment(emulator: Emulator, secret_id: str, token_file: Path) -> d
     settings.update(client_environment(emulator.endpoint))
     # The image sets these; its user has no home directory.
     settings.update({"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"})
+    # An empty TMPDIR shows whether anything writes temporary files, which a
+    # read-only root filesystem would reject.
+    settings["TMPDIR"] = str(temporary_directory)
     return isolated_environment(settings)
 
 
@@ -119,7 +124,9 @@ def start_installed(
     def start(secret_id: str) -> SidecarProcess:
         token_directory = tmp_path / f"token-volume-{len(started)}"
         token_directory.mkdir(mode=0o750)
-        env = image_environment(emulator, secret_id, token_directory / "token")
+        temporary_directory = tmp_path / f"tmp-{len(started)}"
+        temporary_directory.mkdir()
+        env = image_environment(emulator, secret_id, token_directory / "token", temporary_directory)
         process = SidecarProcess(
             env=env,
             port=int(env[PREFIX + "PORT"]),
@@ -201,6 +208,7 @@ def test_installed_sidecar_serves_keys(
     assert stat.S_IMODE(token_file.stat().st_mode) == TOKEN_FILE_MODE
     assert [path.name for path in token_file.parent.iterdir()] == [token_file.name]
     assert tree_state(installed.root) == before, "the sidecar wrote into its virtual environment"
+    assert list(Path(process.env["TMPDIR"]).iterdir()) == []
     assert process.stop() == 0
 
 

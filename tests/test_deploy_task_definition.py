@@ -12,6 +12,7 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
+from sidecar.app import SHUTDOWN_TIMEOUT
 from sidecar.settings import KNOWN_VARIABLES, PREFIX, Settings, load_settings
 from tests.deploy_files import (
     APP_CONTAINER,
@@ -114,6 +115,24 @@ def test_sidecar_health_check_runs_cli(task_definition: dict[str, Any]) -> None:
     # `sidecar healthcheck` gives up after 2 seconds; the timeout leaves room for that.
     assert check["timeout"] > 2
     assert check["interval"] > check["timeout"]
+
+
+def test_sidecar_health_check_within_ecs_limits(task_definition: dict[str, Any]) -> None:
+    """ECS documents these ranges for RegisterTaskDefinition; its model does not encode them."""
+    check = container(task_definition, SIDECAR_CONTAINER)["healthCheck"]
+    assert 5 <= check["interval"] <= 300
+    assert 2 <= check["timeout"] <= 60
+    assert 1 <= check["retries"] <= 10
+    assert 0 <= check.get("startPeriod", 0) <= 300
+
+
+def test_sidecar_start_and_stop_timeouts(task_definition: dict[str, Any]) -> None:
+    sidecar = container(task_definition, SIDECAR_CONTAINER)
+    # On Fargate startTimeout is 2 to 120 s and bounds how long the application
+    # waits for the sidecar to become healthy; stopTimeout is at most 120 s.
+    assert 2 <= sidecar["startTimeout"] <= 120
+    assert SHUTDOWN_TIMEOUT < sidecar["stopTimeout"] <= 120
+    assert "startTimeout" not in container(task_definition, APP_CONTAINER)
 
 
 def test_sidecar_memory_reservation(task_definition: dict[str, Any]) -> None:
