@@ -93,9 +93,9 @@ def resources(statement: dict[str, Any]) -> list[str]:
     return [listed] if isinstance(listed, str) else list(listed)
 
 
-def statement_with(found: list[dict[str, Any]], wanted: set[str]) -> dict[str, Any]:
-    matches = [statement for statement in found if actions(statement) == wanted]
-    assert len(matches) == 1, f"expected one statement with exactly {sorted(wanted)}"
+def statement_with(found: list[dict[str, Any]], expected_actions: set[str]) -> dict[str, Any]:
+    matches = [statement for statement in found if actions(statement) == expected_actions]
+    assert len(matches) == 1, f"expected one statement with exactly {sorted(expected_actions)}"
     return matches[0]
 
 

@@ -34,13 +34,12 @@ from tools.emulator import Emulator, client_environment, free_port
 # Building the wheel and resolving its dependencies from the package index (or
 # the local pip cache) takes seconds when warm and longer when cold.
 INSTALL_TIMEOUT = 600
-HEALTHCHECK_DEADLINE = 2.0
 TOKEN_FILE_MODE = 0o640
 
 
 @dataclass(frozen=True)
 class InstalledSidecar:
-    """A virtual environment that holds the built wheel and its dependencies."""
+    """A virtual environment with the built wheel and its dependencies installed."""
 
     root: Path
 

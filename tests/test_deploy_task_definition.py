@@ -26,8 +26,8 @@ from tests.deploy_files import (
 
 # Settings whose value belongs to one deployment rather than a tunable with a default.
 DEPLOYMENT_SETTINGS = {"secret_id", "token_file"}
-# The token itself never goes into a task definition, where anyone who can
-# describe the task definition reads it; the sidecar writes it to the token volume.
+# The token never goes into a task definition, because anyone who can describe
+# the task definition could read it. The sidecar writes it to the token volume.
 FORBIDDEN_VARIABLES = {PREFIX + "TOKEN"}
 SIDECAR_MEMORY_RESERVATION_MIB = 64
 PLACEHOLDER_ROLE = re.compile(r"arn:aws:iam::123456789012:role/[\w+=,.@-]+")
@@ -128,8 +128,8 @@ def test_sidecar_health_check_within_ecs_limits(task_definition: dict[str, Any])
 
 def test_sidecar_start_and_stop_timeouts(task_definition: dict[str, Any]) -> None:
     sidecar = container(task_definition, SIDECAR_CONTAINER)
-    # On Fargate startTimeout is 2 to 120 s and bounds how long the application
-    # waits for the sidecar to become healthy; stopTimeout is at most 120 s.
+    # On Fargate, startTimeout is 2 to 120 s and bounds how long the application
+    # waits for the sidecar to become healthy. stopTimeout is at most 120 s.
     assert 2 <= sidecar["startTimeout"] <= 120
     assert SHUTDOWN_TIMEOUT < sidecar["stopTimeout"] <= 120
     assert "startTimeout" not in container(task_definition, APP_CONTAINER)
@@ -231,7 +231,7 @@ def test_secret_matches_task_role_policy(task_definition: dict[str, Any]) -> Non
 
 
 def token_volume(task_definition: dict[str, Any]) -> str:
-    """Return the name of the volume that holds the sidecar's token file."""
+    """Return the name of the volume that contains the sidecar's token file."""
     sidecar = container(task_definition, SIDECAR_CONTAINER)
     token_directory = posixpath.dirname(environment(sidecar)[PREFIX + "TOKEN_FILE"])
     names: list[str] = [
