@@ -34,6 +34,8 @@ from tools.emulator import Emulator, client_environment, free_port
 # Building the wheel and resolving its dependencies from the package index (or
 # the local pip cache) takes seconds when warm and longer when cold.
 INSTALL_TIMEOUT = 600
+# The first test of the module also pays for the install in its fixture.
+pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT)
 TOKEN_FILE_MODE = 0o640
 
 
