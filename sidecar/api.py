@@ -42,7 +42,7 @@ HOP_HEADERS = ("X-Forwarded-For", "Forwarded")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-# The longest wait that GET /v1/keys?wait= accepts, in seconds.
+# The maximum wait that GET /v1/keys?wait= accepts, in seconds.
 MAX_WAIT = 300.0
 
 
@@ -165,11 +165,10 @@ class KeysApi:
         wait_text = request.query.get("wait")
         wait = None if wait_text is None else parse_wait(wait_text)
         if wait_text is not None and wait is None:
-            shown = wait_text[:20]
             return error_response(
                 400,
-                f"invalid wait parameter {shown!r}; expected seconds greater than 0 and at "
-                f"most {MAX_WAIT:g}",
+                f"invalid wait parameter {wait_text[:20]!r}; expected seconds greater than 0 "
+                f"and at most {MAX_WAIT:g}",
             )
         unavailable = self._unavailable()
         if unavailable is not None:
@@ -281,7 +280,7 @@ class KeysApi:
         )
 
     def close(self) -> None:
-        """Answer every waiting long poll now, so that shutdown is not held up by them."""
+        """Release every waiting long poll with 503 now, so that they do not delay the shutdown."""
         self._cache.close()
 
     def _not_loaded_message(self) -> str:

@@ -121,6 +121,9 @@ async def start_listeners(
     """
     server = web.Server(
         api.handle,
+        # A client that disconnects cancels its handler, so a long poll that nobody
+        # waits for any more does not hold its place until the wait ends.
+        handler_cancellation=True,
         access_log=None,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         max_line_size=MAX_LINE_SIZE,

@@ -3,7 +3,7 @@
 Two ways to use it::
 
     async with SidecarClient(token_file="/run/sidecar/token") as client:
-        # Ask the sidecar for each incoming key; the application never holds the pair.
+        # Ask the sidecar for each incoming key; the application never stores the pair.
         result = await client.verify(presented_key)
 
         # Or fetch the pair once, keep it current with a long poll, and check locally.

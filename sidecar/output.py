@@ -35,7 +35,7 @@ class OutputFile:
     async def update(self, state: CacheState) -> bool:
         """Write the served pair unless this version is already in the file.
 
-        Returns whether the file now holds the served version. A failed write is
+        Returns whether the file now contains the served version. A failed write is
         logged and tried again on the next call, which the poller makes after every
         successful poll; it never stops the sidecar from serving.
         """

@@ -2,7 +2,7 @@
 
 The key is compared in constant time against both keys of the pair. Both
 comparisons always run, on SHA-256 digests of equal length, so the response time
-tells neither which key matched nor how long the keys are. No error message
+reveals neither which key matched nor how long the keys are. No error message
 quotes the body, because it may hold a key.
 """
 
@@ -28,7 +28,7 @@ class BodyTooLargeError(Exception):
 
 
 class InvalidBodyError(Exception):
-    """Raised when a request body is not a valid verify request; the message says why."""
+    """Raised when a request body is not a valid verify request; the message explains why."""
 
 
 async def read_limited(content: StreamReader, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -90,7 +90,7 @@ def json_type(value: object) -> str:
 
 
 def match_key(snapshot: KeySnapshot, key: str) -> Match:
-    """Tell which key of the pair ``key`` is, in time independent of the answer."""
+    """Return which key of the pair ``key`` is, in time independent of the result."""
     digest = key_digest(key)
     # Both comparisons run every time: no short-circuit between them.
     is_current = hmac.compare_digest(digest, snapshot.current_digest)

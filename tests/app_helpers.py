@@ -29,7 +29,7 @@ def post(
     *,
     token: bool = True,
 ) -> HttpReply:
-    """POST ``body`` to ``path`` on the keys listener, with the token unless told not to."""
+    """POST ``body`` to ``path`` on the keys listener, with the token unless ``token`` is False."""
     sent = {"Content-Type": "application/json", **(headers or {})}
     if token and sidecar.token is not None:
         sent.setdefault("X-Sidecar-Token", sidecar.token)

@@ -47,7 +47,7 @@ async def test_client_fetches_with_token_file(
 async def test_client_verify_and_local_check(
     make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
 ) -> None:
-    """verify() asks the sidecar and check() compares locally; both agree on every key."""
+    """verify() on the sidecar and check() on the cached pair agree on every key."""
     sidecar = start_sidecar(make_secret())
     cases = {
         CURRENT_KEY: VerifyResult(valid=True, matched="current"),

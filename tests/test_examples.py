@@ -162,7 +162,7 @@ def test_example_watch_sees_rotation(
     try:
         assert watcher.stdout is not None
         first = watcher.stdout.readline()
-        # The second request is the long poll; wait until the sidecar holds it.
+        # The second request is the long poll, so wait until the sidecar is waiting on it.
         wait_until(lambda: metric_value(sidecar, "sidecar_watchers") == 1, 15)
         new_version = put_secret(
             secrets_client, environment["SECRET_ID"], pair_string(NEW_KEY, CURRENT_KEY)

@@ -32,7 +32,7 @@ def test_output_file_follows_rotation(
     start_sidecar: Callable[..., SidecarProcess],
     secrets_client: Any,
 ) -> None:
-    """The file holds the /v1/keys document, with mode 0640, and changes with a rotation."""
+    """The file contains the /v1/keys document, with mode 0640, and changes with a rotation."""
     output = tmp_path / "shared" / "keys.json"
     output.parent.mkdir()
     secret_id = make_secret()

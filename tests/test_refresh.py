@@ -80,7 +80,7 @@ def test_refresh_allowed_again_after_interval(
     start_sidecar: Callable[..., SidecarProcess],
     secrets_client: Any,
 ) -> None:
-    """Once the minimum interval has passed, a refresh polls again and sees a rotation."""
+    """Once the minimum interval has passed, a refresh polls again and loads a rotation."""
     secret_id = make_secret()
     sidecar = start_sidecar(secret_id, poll_interval=NO_TIMED_POLLS, refresh_min_interval=1)
     first = post(sidecar, "/v1/refresh")

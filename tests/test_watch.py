@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -136,7 +137,7 @@ async def test_thousand_watchers_see_one_rotation(
 def test_wait_without_matching_etag_returns_at_once(
     make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
 ) -> None:
-    """Without If-None-Match, or with another ETag, ?wait= answers 200 immediately."""
+    """Without If-None-Match, or with another ETag, ?wait= returns 200 immediately."""
     sidecar = start_sidecar(make_secret(), poll_interval=NO_TIMED_POLLS)
     version = sidecar.keys()["version_id"]
 
@@ -185,6 +186,23 @@ def test_unchanged_poll_does_not_wake_watchers(
     assert watcher.reply.status == 304
 
 
+def test_disconnected_watcher_is_released(
+    make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """A long poll whose client closes the connection stops waiting at once."""
+    sidecar = start_sidecar(make_secret(), poll_interval=NO_TIMED_POLLS, metrics_port=-1)
+    etag = sidecar.get("/v1/keys").headers["ETag"]
+    request = (
+        f"GET /v1/keys?wait=300 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-Sidecar-Token: {sidecar.token}\r\nIf-None-Match: {etag}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as connection:
+        connection.sendall(request.encode())
+        wait_until(lambda: metric_value(sidecar, "sidecar_watchers") == 1, 10)
+
+    wait_until(lambda: metric_value(sidecar, "sidecar_watchers") == 0, 10)
+
+
 @pytest.mark.parametrize("value", ["", "abc", "0", "-1", "300.5", "1e9", "nan", "inf"])
 def test_bad_wait_gets_400(
     make_secret: Callable[..., str],
@@ -203,7 +221,7 @@ def test_bad_wait_gets_400(
 def test_shutdown_releases_watchers(
     make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
 ) -> None:
-    """SIGTERM answers a waiting long poll with 503 instead of holding the shutdown."""
+    """SIGTERM ends a waiting long poll with 503 instead of delaying the shutdown."""
     sidecar = start_sidecar(make_secret(), poll_interval=NO_TIMED_POLLS, metrics_port=-1)
     etag = sidecar.get("/v1/keys").headers["ETag"]
     watcher = WatchThread(sidecar, etag, wait=300)

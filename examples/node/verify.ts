@@ -1,7 +1,7 @@
 // Use the sidecar's keys API from a Node.js application with the built-in fetch.
 //
 // Two ways to check an incoming API key:
-//   - verify(key): ask the sidecar for every request; the application never holds the keys.
+//   - verify(key): ask the sidecar for every request; the application never stores the keys.
 //   - fetchKeys() once, then watch() to follow rotations, and check(key) locally.
 //
 // Build with `npm ci && npx tsc` in this directory, then run:
@@ -199,7 +199,7 @@ async function errorFrom(response: Response): Promise<SidecarError> {
     const document = (await response.json()) as { error?: string };
     message = document.error ?? message;
   } catch {
-    // The body was not JSON; the status says enough.
+    // The body was not JSON, so the status is the whole message.
   }
   return new SidecarError(`the sidecar returned ${response.status}: ${message}`, response.status);
 }
