@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.helpers import HttpReply, SidecarProcess, http_request
+from tests.scrape import scrape
 
 
 def metric_value(sidecar: SidecarProcess, sample_name: str, **labels: str) -> float:
     """Return one sample from the sidecar's /metrics, or fail if it is missing."""
-    text = http_request(sidecar.metrics_url()).body.decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == sample_name and sample.labels == labels:
-                return float(sample.value)
-    msg = f"no sample {sample_name}{labels} in /metrics"
-    raise AssertionError(msg)
+    value = scrape(sidecar).value(sample_name, **labels)
+    assert value is not None, f"no sample {sample_name}{labels} in /metrics"
+    return value
 
 
 def post(
