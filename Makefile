@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest system-deps clean
+.PHONY: demo test lint typecheck pytest system-deps examples-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) system-deps
+pytest: $(STAMP) system-deps examples-deps
 	$(BIN)/pytest
 
 # Tools from Debian's packages that some tests call (promtool).
 system-deps:
 	sh tools/install-system-deps.sh
 
+# TypeScript for the test of the Node.js example, pinned by its package-lock.json.
+# Without npm that test is skipped with a message saying so.
+NODE_EXAMPLE := examples/node
+examples-deps:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: the tests of the Node.js example will be skipped" >&2; \
+	elif [ ! -e $(NODE_EXAMPLE)/node_modules/.package-lock.json ] || \
+		[ $(NODE_EXAMPLE)/package-lock.json -nt $(NODE_EXAMPLE)/node_modules/.package-lock.json ]; then \
+		npm ci --prefix $(NODE_EXAMPLE) --no-audit --no-fund; \
+	fi
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(NODE_EXAMPLE)/node_modules $(NODE_EXAMPLE)/dist

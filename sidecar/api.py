@@ -4,18 +4,30 @@ Each request passes the checks in a fixed order: the hop guard (no proxied
 callers), then the token for every route but /healthz and /readyz, then the
 route and method. Responses to /v1/keys are bytes prepared once per secret
 version, so the request path does no I/O beyond the socket and never calls AWS.
+The one exception is POST /v1/refresh, which wakes the poller and waits for its
+result.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from sidecar.cache import KeyCache
+from sidecar.refresh import Refresher, Throttled, TimedOut
+from sidecar.verify import (
+    MAX_BODY_BYTES,
+    BodyTooLargeError,
+    InvalidBodyError,
+    match_key,
+    parse_verify_body,
+    read_limited,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.metrics import Counter
@@ -30,6 +42,8 @@ HOP_HEADERS = ("X-Forwarded-For", "Forwarded")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+# The maximum wait that GET /v1/keys?wait= accepts, in seconds.
+MAX_WAIT = 300.0
 
 
 def json_response(status: int, document: dict[str, object], **headers: str) -> web.Response:
@@ -58,10 +72,17 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 class KeysApi:
     """Request handler of the keys listener."""
 
-    def __init__(self, cache: KeyCache, token: str | None, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cache: KeyCache,
+        token: str | None,
+        metrics: Metrics,
+        refresher: Refresher | None = None,
+    ) -> None:
         self._cache = cache
         self._token = token.encode() if token is not None else None
         self._metrics = metrics
+        self._refresher = refresher
         self._request_counters: dict[tuple[str, int], Counter] = {}
         # route -> method -> handler. Routes without a token check are public.
         self._public: dict[str, dict[str, Handler]] = {
@@ -70,7 +91,10 @@ class KeysApi:
         }
         self._protected: dict[str, dict[str, Handler]] = {
             "/v1/keys": {"GET": self.keys, "HEAD": self.keys},
+            "/v1/verify": {"POST": self.verify},
         }
+        if refresher is not None:
+            self._protected["/v1/refresh"] = {"POST": self.refresh}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Handle one request and count it by route and status code."""
@@ -133,22 +157,111 @@ class KeysApi:
         counter.inc()
 
     async def keys(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Serve the key pair, 304 when If-None-Match contains its ETag, or 503."""
+        """Serve the key pair, 304 when If-None-Match contains its ETag, or 503.
+
+        With ``?wait=SECONDS`` and a matching If-None-Match, the request waits up to
+        that long for a new version and returns it as soon as it loads (long poll).
+        """
+        wait_text = request.query.get("wait")
+        wait = None if wait_text is None else parse_wait(wait_text)
+        if wait_text is not None and wait is None:
+            return error_response(
+                400,
+                f"invalid wait parameter {wait_text[:20]!r}; expected seconds greater than 0 "
+                f"and at most {MAX_WAIT:g}",
+            )
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable
+        snapshot = self._cache.state.snapshot
+        assert snapshot is not None  # noqa: S101 - _unavailable() checked it
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is None or not etag_matches(if_none_match, snapshot.etag):
+            return self._keys_response()
+        if wait is None:
+            return _not_modified(snapshot.etag)
+        return await self._wait_for_new_version(snapshot.version_id, wait)
+
+    async def _wait_for_new_version(self, version_id: str, wait: float) -> web.Response:
+        watchers = self._metrics.watchers
+        watchers.inc()
+        try:
+            await self._cache.wait_for_change(wait)
+        finally:
+            watchers.dec()
+        if self._cache.closed:
+            return error_response(503, "shutting down; send the request again after a restart")
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable
+        current = self._cache.state.snapshot
+        assert current is not None  # noqa: S101 - _unavailable() checked it
+        if current.version_id == version_id:
+            return _not_modified(current.etag)
+        return self._keys_response()
+
+    def _keys_response(self) -> web.Response:
         state = self._cache.state
-        snapshot = state.snapshot
-        if snapshot is None:
+        assert state.snapshot is not None  # noqa: S101 - callers check it first
+        return web.Response(body=state.body, headers={**_JSON_HEADERS, "ETag": state.snapshot.etag})
+
+    def _unavailable(self) -> web.Response | None:
+        if self._cache.state.snapshot is None:
             return error_response(503, self._not_loaded_message())
         if self._cache.past_max_staleness():
             return error_response(503, self._too_stale_message())
-        if_none_match = request.headers.get("If-None-Match")
-        if if_none_match is not None and etag_matches(if_none_match, snapshot.etag):
-            return web.Response(
-                status=304, headers={"ETag": snapshot.etag, "Cache-Control": "no-store"}
+        return None
+
+    async def verify(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Tell whether the key in the body is the current key, the previous one, or neither."""
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            return _body_too_large()
+        try:
+            body = await read_limited(request.content)
+        except BodyTooLargeError:
+            return _body_too_large()
+        try:
+            key = parse_verify_body(body)
+        except InvalidBodyError as error:
+            return error_response(400, str(error))
+
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable
+        snapshot = self._cache.state.snapshot
+        assert snapshot is not None  # noqa: S101 - _unavailable() checked it
+        matched = match_key(snapshot, key)
+        self._metrics.verify_results.labels(result=matched or "invalid").inc()
+        return json_response(200, {"valid": matched is not None, "matched": matched})
+
+    async def refresh(self, _request: web.BaseRequest) -> web.StreamResponse:
+        """Poll Secrets Manager now and return the served version and whether it changed."""
+        assert self._refresher is not None  # noqa: S101 - the route exists only with one
+        outcome = await self._refresher.refresh()
+        if isinstance(outcome, Throttled):
+            return error_response(
+                429,
+                f"a refresh ran less than SIDECAR_REFRESH_MIN_INTERVAL ago; "
+                f"retry in {outcome.retry_after} s",
+                **{"Retry-After": str(outcome.retry_after)},
             )
-        return web.Response(
-            body=state.body,
-            headers={**_JSON_HEADERS, "ETag": snapshot.etag},
-        )
+        if isinstance(outcome, TimedOut):
+            return error_response(
+                504, f"the poll of Secrets Manager did not finish within {outcome.seconds:g} s"
+            )
+        served = self._cache.state.snapshot
+        served_version = None if served is None else served.version_id
+        if outcome.error is not None:
+            keeping = (
+                f"; still serving version {served_version}"
+                if served_version is not None
+                else "; no keys are loaded yet"
+            )
+            return error_response(
+                502, f"the poll of Secrets Manager failed with {outcome.error.error_class}{keeping}"
+            )
+        return json_response(200, {"version_id": served_version, "changed": outcome.changed})
 
     async def healthz(self, _request: web.BaseRequest) -> web.StreamResponse:
         """Liveness: 200 while the process serves requests."""
@@ -166,6 +279,10 @@ class KeysApi:
             {"status": "ready", "version_id": state.snapshot.version_id, "stale": state.stale},
         )
 
+    def close(self) -> None:
+        """Release every waiting long poll with 503 now, so that they do not delay the shutdown."""
+        self._cache.close()
+
     def _not_loaded_message(self) -> str:
         last_error = self._cache.state.last_error
         if last_error is None:
@@ -179,3 +296,25 @@ class KeysApi:
             f"keys are stale: the last successful poll was {age:.0f} s ago, more than "
             f"SIDECAR_MAX_STALENESS ({self._cache.max_staleness:g} s); polls fail with {last_error}"
         )
+
+
+def parse_wait(text: str) -> float | None:
+    """Return the seconds of a ``wait`` query parameter, or None if it is out of range."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    # NaN fails the comparison too.
+    if not (0 < seconds <= MAX_WAIT) or not math.isfinite(seconds):
+        return None
+    return seconds
+
+
+def _not_modified(etag: str) -> web.Response:
+    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-store"})
+
+
+def _body_too_large() -> web.Response:
+    return error_response(
+        413, f'the request body is larger than {MAX_BODY_BYTES} bytes; expected {{"key": ...}}'
+    )

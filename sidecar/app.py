@@ -15,7 +15,9 @@ from sidecar import __version__
 from sidecar.api import KeysApi
 from sidecar.cache import KeyCache
 from sidecar.metrics import Metrics
+from sidecar.output import OutputFile
 from sidecar.poller import Poller
+from sidecar.refresh import Refresher
 from sidecar.settings import Settings
 from sidecar.source import SecretSource
 
@@ -50,8 +52,13 @@ async def serve(settings: Settings, token: str | None, source: SecretSource) -> 
     metrics = Metrics()
     cache = KeyCache(settings.max_staleness)
     metrics.track_readiness(cache)
-    poller = Poller(settings, source, cache, metrics)
-    api = KeysApi(cache, token, metrics)
+    output = OutputFile(settings.output_file) if settings.output_file is not None else None
+    poller = Poller(settings, source, cache, metrics, output=output)
+    # A refresh may wait for a poll under way and then its own poll, each bounded
+    # by the client's connect and read timeouts.
+    refresh_timeout = 2 * (settings.connect_timeout + settings.read_timeout) + 1
+    refresher = Refresher(poller.request_poll, settings.refresh_min_interval, refresh_timeout)
+    api = KeysApi(cache, token, metrics, refresher)
 
     runners = await start_listeners(settings, api, metrics)
     if runners is None:
@@ -85,11 +92,14 @@ async def serve(settings: Settings, token: str | None, source: SecretSource) -> 
         log.info("shutdown.started")
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
-        # 1. Stop accepting connections, then give in-flight requests up to
+        # 1. Answer waiting long polls at once; they could otherwise hold the
+        #    shutdown for up to SHUTDOWN_TIMEOUT.
+        api.close()
+        # 2. Stop accepting connections, then give in-flight requests up to
         #    SHUTDOWN_TIMEOUT seconds before they are cancelled.
         for runner in runners:
             await runner.cleanup()
-        # 2. Stop polling. run() closes the AWS client after this returns.
+        # 3. Stop polling. run() closes the AWS client after this returns.
         crashed = poll_task.done() and not poll_task.cancelled()
         for task in (poll_task, stop_task):
             task.cancel()
@@ -111,6 +121,9 @@ async def start_listeners(
     """
     server = web.Server(
         api.handle,
+        # A client that disconnects cancels its handler, so a long poll that nobody
+        # waits for any more does not hold its place until the wait ends.
+        handler_cancellation=True,
         access_log=None,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         max_line_size=MAX_LINE_SIZE,

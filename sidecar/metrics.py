@@ -21,6 +21,7 @@ from sidecar.cache import KeyCache
 from sidecar.source import REASONS
 
 POLL_OUTCOMES = ("changed", "unchanged", "error")
+VERIFY_RESULTS = ("current", "previous", "invalid")
 # Poll latency buckets in seconds: loopback emulator calls take milliseconds, and
 # the default read timeout is 5 s.
 POLL_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -101,11 +102,24 @@ class Metrics:
             ["route", "code"],
             registry=self.registry,
         )
+        self.verify_results = Counter(
+            "sidecar_verify",
+            "POST /v1/verify results: which key of the pair matched, or invalid.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.watchers = Gauge(
+            "sidecar_watchers",
+            "Long-poll requests (GET /v1/keys?wait=) waiting for a new version.",
+            registry=self.registry,
+        )
         # Create every series up front so rate() works from the first scrape.
         for outcome in POLL_OUTCOMES:
             self.polls.labels(outcome=outcome)
         for reason in REASONS:
             self.poll_errors.labels(reason=reason)
+        for result in VERIFY_RESULTS:
+            self.verify_results.labels(result=result)
         self._served_version: str | None = None
 
     def track_readiness(self, cache: KeyCache) -> None:

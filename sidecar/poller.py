@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from sidecar.source import SecretSource, SecretValue, classify_error
 
 if TYPE_CHECKING:
     from sidecar.metrics import Metrics
+    from sidecar.output import OutputFile
     from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.poller")
@@ -54,6 +56,14 @@ def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, PollError) and error.retryable
 
 
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """The outcome of one poll, given to the callers of Poller.request_poll."""
+
+    changed: bool
+    error: PollError | None = None
+
+
 class _FailureStreak:
     """Consecutive failed polls, logged once per streak and reason instead of once per retry."""
 
@@ -66,18 +76,23 @@ class _FailureStreak:
 class Poller:
     """Keeps the cache filled from Secrets Manager."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - collaborators are passed in so tests can build each one
         self,
         settings: Settings,
         source: SecretSource,
         cache: KeyCache,
         metrics: Metrics,
         rng: random.Random | None = None,
+        *,
+        output: OutputFile | None = None,
     ) -> None:
         self._settings = settings
         self._source = source
         self._cache = cache
         self._metrics = metrics
+        self._output = output
+        # Resolved by the first poll that starts after request_poll() created it.
+        self._requested: asyncio.Future[PollResult] | None = None
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._wake = asyncio.Event()
         self._streak: _FailureStreak | None = None
@@ -104,14 +119,41 @@ class Poller:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        await self.poll_once()
+                        await self._poll_for_requests()
             except PollError:
                 # Permanent: already counted and logged; wait a normal interval.
                 wait = self.next_interval()
                 self._log.debug("poll.retry_scheduled", wait_s=round(wait, 3), retryable=False)
                 await self._sleep(wait)
                 continue
+            if self._output is not None:
+                await self._output.update(self._cache.state)
             await self._sleep(self.next_interval())
+
+    def request_poll(self) -> asyncio.Future[PollResult]:
+        """Wake the poller and return a future of the next poll's result.
+
+        Callers that ask while no poll has started yet share one future, so they
+        cause one GetSecretValue call. A poll already under way does not count,
+        because it may have read the secret before the request.
+        """
+        if self._requested is None:
+            self._requested = asyncio.get_running_loop().create_future()
+        self.wake()
+        return self._requested
+
+    async def _poll_for_requests(self) -> None:
+        requested, self._requested = self._requested, None
+        try:
+            changed = await self.poll_once()
+        except PollError as error:
+            _resolve(requested, PollResult(changed=False, error=error))
+            raise
+        except BaseException:
+            if requested is not None:
+                requested.cancel()
+            raise
+        _resolve(requested, PollResult(changed=changed))
 
     async def poll_once(self) -> bool:
         """Fetch and parse the secret once and update the cache.
@@ -236,6 +278,11 @@ class Poller:
         # The first retry of a streak is logged at info; the rest only at debug.
         emit = self._log.info if attempt == 1 else self._log.debug
         emit("poll.retry_scheduled", wait_s=round(wait, 3), attempt=attempt, retryable=True)
+
+
+def _resolve(requested: asyncio.Future[PollResult] | None, result: PollResult) -> None:
+    if requested is not None and not requested.done():
+        requested.set_result(result)
 
 
 def _served_version(cache: KeyCache) -> str | None:

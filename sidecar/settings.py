@@ -38,6 +38,7 @@ DEFAULT_METRICS_PORT = 9910
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_LOG_FORMAT = "json"
+DEFAULT_REFRESH_MIN_INTERVAL = 5.0
 
 MIN_POLL_INTERVAL = 1.0
 MAX_POLL_INTERVAL = 86_400.0
@@ -46,6 +47,8 @@ MAX_BACKOFF = 3_600.0
 MAX_TIMEOUT = 60.0
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 512
+MIN_REFRESH_INTERVAL = 1.0
+MAX_REFRESH_INTERVAL = 3_600.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 
@@ -84,6 +87,8 @@ class Settings:
     max_staleness: float = 0.0
     log_level: str = DEFAULT_LOG_LEVEL
     log_format: str = DEFAULT_LOG_FORMAT
+    refresh_min_interval: float = DEFAULT_REFRESH_MIN_INTERVAL
+    output_file: Path | None = None
 
     def __repr__(self) -> str:
         shown = {field.name: getattr(self, field.name) for field in fields(self)}
@@ -283,6 +288,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     )
     log_level = read.choice("LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS)
     log_format = read.choice("LOG_FORMAT", DEFAULT_LOG_FORMAT, LOG_FORMATS)
+    refresh_min_interval = read.number(
+        "REFRESH_MIN_INTERVAL",
+        DEFAULT_REFRESH_MIN_INTERVAL,
+        MIN_REFRESH_INTERVAL,
+        MAX_REFRESH_INTERVAL,
+        f"seconds from {MIN_REFRESH_INTERVAL:g} to {MAX_REFRESH_INTERVAL:g}, fractions allowed",
+    )
+    output_file = read.parsed(
+        "OUTPUT_FILE",
+        None,
+        _parse_output_file,
+        "a file path that does not end with / (the directory must exist when keys load)",
+    )
 
     settings = Settings(
         secret_id=secret_id,
@@ -306,6 +324,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_staleness=max_staleness,
         log_level=log_level,
         log_format=log_format,
+        refresh_min_interval=refresh_min_interval,
+        output_file=output_file,
     )
     problems = read.problems
     # Cross-field rules, checked on the values after defaults were applied.
@@ -349,6 +369,12 @@ def _cross_field_problems(settings: Settings, *, token_set: bool) -> list[str]:
             f"with the application (the sidecar creates the file with a random token), or set "
             f"{PREFIX}TOKEN, or set {PREFIX}REQUIRE_TOKEN=false for local development only"
         )
+    output_file = settings.output_file
+    if output_file is not None and output_file == token_file:
+        problems.append(
+            f"{PREFIX}OUTPUT_FILE: {str(output_file)!r} is also {PREFIX}TOKEN_FILE; expected "
+            "a different path, because the key file is rewritten on every rotation"
+        )
     host, port = settings.host, settings.port
     metrics_host, metrics_port = settings.metrics_host, settings.metrics_port
     if not settings.allow_non_loopback and not is_loopback(host):
@@ -363,6 +389,13 @@ def _cross_field_problems(settings: Settings, *, token_set: bool) -> list[str]:
             "port, or 0 to turn the metrics listener off"
         )
     return problems
+
+
+def _parse_output_file(text: str) -> Path | None:
+    # The file is replaced by rename, so the path must name a file, not a directory.
+    if text.endswith("/") or "\x00" in text:
+        return None
+    return Path(text)
 
 
 def _same_bind(first: str, second: str) -> bool:

@@ -31,6 +31,8 @@ INTERFACE_NAMES = {
     "sidecar_secret_version_info",
     "sidecar_reloads_total",
     "sidecar_requests_total",
+    "sidecar_verify_total",
+    "sidecar_watchers",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
     "python_info",

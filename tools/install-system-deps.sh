@@ -1,11 +1,13 @@
 #!/bin/sh
-# Install the Debian packages whose tools the test suite calls, when they are missing.
+# Install the Debian packages whose tools the test suite calls (promtool, and curl
+# for the curl example), when they are missing.
 # Needs root for apt-get; without root it prints what to install and the tests
 # that need the tool fail with a message naming it.
 set -eu
 
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
 
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" -ne 0 ]; then

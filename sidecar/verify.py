@@ -1,0 +1,102 @@
+"""POST /v1/verify: read the request body and check a key against the served pair.
+
+The key is compared in constant time against both keys of the pair. Both
+comparisons always run, on SHA-256 digests of equal length, so the response time
+reveals neither which key matched nor how long the keys are. No error message
+quotes the body, because it may hold a key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Literal
+
+from aiohttp import StreamReader
+
+from sidecar.cache import KeySnapshot, key_digest
+
+# A key is at most 4096 characters, and the JSON wrapper needs a few more bytes.
+MAX_BODY_BYTES = 4096
+ACCEPTED_BODY = 'expected a JSON object with one string field, {"key": "<api key>"}'
+
+Match = Literal["current", "previous"] | None
+
+
+class BodyTooLargeError(Exception):
+    """Raised when a request body is longer than MAX_BODY_BYTES."""
+
+
+class InvalidBodyError(Exception):
+    """Raised when a request body is not a valid verify request; the message explains why."""
+
+
+async def read_limited(content: StreamReader, limit: int = MAX_BODY_BYTES) -> bytes:
+    """Read the whole body, raising BodyTooLargeError once it exceeds ``limit`` bytes."""
+    body = bytearray()
+    while chunk := await content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLargeError
+    return bytes(body)
+
+
+def parse_verify_body(body: bytes) -> str:
+    """Return the key from a ``{"key": "..."}`` body or raise InvalidBodyError."""
+    if not body:
+        msg = f"the request body is empty; {ACCEPTED_BODY}"
+        raise InvalidBodyError(msg)
+    try:
+        document = json.loads(body)
+    except UnicodeDecodeError:
+        msg = f"the request body is not UTF-8 text; {ACCEPTED_BODY}"
+        raise InvalidBodyError(msg) from None
+    except json.JSONDecodeError as error:
+        # The position helps find the mistake; the message never quotes the body.
+        reason = f"{error.msg} at byte {error.pos}"
+        msg = f"the request body is not valid JSON ({reason}); {ACCEPTED_BODY}"
+        raise InvalidBodyError(msg) from None
+    if not isinstance(document, dict):
+        msg = f"the request body is a JSON {json_type(document)}, not an object; {ACCEPTED_BODY}"
+        raise InvalidBodyError(msg)
+    if "key" not in document:
+        msg = f'the field "key" is missing; {ACCEPTED_BODY}'
+        raise InvalidBodyError(msg)
+    if len(document) > 1:
+        # Field names are not quoted either: a caller may have put a key in one.
+        msg = f'the object has {len(document) - 1} field(s) besides "key"; {ACCEPTED_BODY}'
+        raise InvalidBodyError(msg)
+    key = document["key"]
+    if not isinstance(key, str):
+        msg = f'the field "key" is a JSON {json_type(key)}, not a string; {ACCEPTED_BODY}'
+        raise InvalidBodyError(msg)
+    if not key:
+        msg = f'the field "key" is an empty string; {ACCEPTED_BODY}'
+        raise InvalidBodyError(msg)
+    return key
+
+
+def json_type(value: object) -> str:
+    """Name the JSON type of a decoded value: object, array, string, number, boolean or null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def match_key(snapshot: KeySnapshot, key: str) -> Match:
+    """Return which key of the pair ``key`` is, in time independent of the result."""
+    digest = key_digest(key)
+    # Both comparisons run every time: no short-circuit between them.
+    is_current = hmac.compare_digest(digest, snapshot.current_digest)
+    is_previous = hmac.compare_digest(digest, snapshot.previous_digest)
+    if is_current:
+        return "current"
+    if is_previous:
+        return "previous"
+    return None
