@@ -1,4 +1,4 @@
-"""Command line: ``sidecar [run]``, ``sidecar check-config`` and ``sidecar healthcheck``."""
+"""Command line: ``sidecar [run]``, ``check-config``, ``healthcheck``, ``keygen`` and ``rotate``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from sidecar import __version__
+from sidecar import __version__, keygen, rotate
 from sidecar.errors import SettingsError
 from sidecar.settings import Settings, load_settings
 
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         "healthcheck",
         help="exit 0 if /readyz on the keys listener returns 200, else 1 (ECS health check)",
     )
+    keygen.add_parser(commands)
+    rotate.add_parser(commands)
     return parser
 
 
@@ -48,6 +50,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     command = arguments.command or "run"
     if command == "healthcheck":
         return healthcheck(env)
+    if command == "keygen":
+        return keygen.main(arguments)
+    if command == "rotate":
+        return rotate.main(arguments, env)
     try:
         settings = load_settings(env)
     except SettingsError as error:

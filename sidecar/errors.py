@@ -47,3 +47,26 @@ class PollError(SidecarError):
         self.detail = detail
         self.retryable = retryable
         super().__init__(f"{error_class}: {detail}")
+
+
+class RotationError(SidecarError):
+    """Raised when a rotation cannot start or finish; the secret is left as it was.
+
+    ``exit_status`` is the status of ``sidecar rotate``: 1 for an AWS or other
+    failure, 2 for invalid input (arguments, settings, the new key or the secret
+    that was read).
+    """
+
+    def __init__(self, message: str, exit_status: int = 1) -> None:
+        self.exit_status = exit_status
+        super().__init__(message)
+
+
+class RotationConflictError(RotationError):
+    """Raised when another rotation changed or is changing the secret at the same time.
+
+    AWSCURRENT is not moved, so no key is lost; ``sidecar rotate`` exits with 3.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_status=3)

@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exp
 from tenacity.wait import wait_base
 
 from sidecar.cache import KeyCache, KeySnapshot
-from sidecar.errors import PollError
+from sidecar.errors import InvalidSecretError, PollError
 from sidecar.secret import KeyPair, parse_secret_string
 from sidecar.source import SecretSource, SecretValue, classify_error
 
@@ -167,7 +167,7 @@ class Poller:
             current = self._cache.state.snapshot
             # A version's content never changes, so an unchanged id needs no parse.
             unchanged = current is not None and current.version_id == value.version_id
-            pair = None if unchanged else self._parse(value)
+            pair = None if unchanged else await self._load_pair(value)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -199,6 +199,34 @@ class Poller:
         return parse_secret_string(
             value.secret_string, self._settings.current_field, self._settings.previous_field
         )
+
+    async def _load_pair(self, value: SecretValue) -> KeyPair:
+        """Build the pair of a new AWSCURRENT version, as SIDECAR_LAYOUT says.
+
+        In the stages layout each version holds its key in the current field, and
+        the previous key is the current field of the AWSPREVIOUS version, read with
+        a second call. That call is made only when the AWSCURRENT version changed,
+        because moving AWSCURRENT is what moves AWSPREVIOUS.
+        """
+        pair = self._parse(value)
+        if self._settings.layout != "stages":
+            return pair
+        try:
+            previous_value = await self._source.fetch("AWSPREVIOUS")
+        except PollError as error:
+            if error.reason == "not_found":
+                # No version holds AWSPREVIOUS before the first rotation.
+                return KeyPair(current=pair.current, previous=None)
+            raise
+        # NOTE: the two reads are not atomic. A rotation between them gives a pair
+        # of the old current key and itself; that pair is no wider than the old
+        # or the new one, and the next poll sees the new AWSCURRENT and fixes it.
+        try:
+            previous = self._parse(previous_value)
+        except InvalidSecretError as error:
+            msg = f"the AWSPREVIOUS version {previous_value.version_id}: {error}"
+            raise InvalidSecretError(msg) from None
+        return KeyPair(current=pair.current, previous=previous.current)
 
     def wake(self) -> None:
         """End the current wait early, so the next poll starts now."""

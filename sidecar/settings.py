@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from sidecar.errors import SettingsError
 
@@ -39,6 +39,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_LOG_FORMAT = "json"
 DEFAULT_REFRESH_MIN_INTERVAL = 5.0
+DEFAULT_LAYOUT = "fields"
 
 MIN_POLL_INTERVAL = 1.0
 MAX_POLL_INTERVAL = 86_400.0
@@ -51,6 +52,9 @@ MIN_REFRESH_INTERVAL = 1.0
 MAX_REFRESH_INTERVAL = 3_600.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
+# fields: one version contains the pair as two JSON fields. stages: the
+# AWSCURRENT version contains the current key, the AWSPREVIOUS version the previous one.
+LAYOUTS = ("fields", "stages")
 
 # Secret names allow letters, digits and /_+=.@- (Secrets Manager CreateSecret);
 # an ARN adds the partition, region, account and a random suffix.
@@ -89,6 +93,7 @@ class Settings:
     log_format: str = DEFAULT_LOG_FORMAT
     refresh_min_interval: float = DEFAULT_REFRESH_MIN_INTERVAL
     output_file: Path | None = None
+    layout: str = DEFAULT_LAYOUT
 
     def __repr__(self) -> str:
         shown = {field.name: getattr(self, field.name) for field in fields(self)}
@@ -225,48 +230,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "a secret name or ARN of letters, digits and /_+=.@:- characters",
         )
 
-    interval = read.number(
-        "POLL_INTERVAL",
-        DEFAULT_POLL_INTERVAL,
-        MIN_POLL_INTERVAL,
-        MAX_POLL_INTERVAL,
-        f"seconds from {MIN_POLL_INTERVAL:g} to {MAX_POLL_INTERVAL:g}, fractions allowed",
-    )
-    jitter = read.number(
-        "POLL_JITTER",
-        DEFAULT_POLL_JITTER,
-        0.0,
-        MAX_POLL_JITTER,
-        f"a fraction from 0 to {MAX_POLL_JITTER:g} (0.1 means plus or minus 10%)",
-    )
-    backoff_accepted = f"seconds greater than 0 and at most {MAX_BACKOFF:g}"
-    backoff_initial = read.number(
-        "BACKOFF_INITIAL", DEFAULT_BACKOFF_INITIAL, 0.001, MAX_BACKOFF, backoff_accepted
-    )
-    backoff_max = read.number(
-        "BACKOFF_MAX", DEFAULT_BACKOFF_MAX, 0.001, MAX_BACKOFF, backoff_accepted
-    )
-    timeout_accepted = f"seconds greater than 0 and at most {MAX_TIMEOUT:g}"
-    connect_timeout = read.number(
-        "CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 0.001, MAX_TIMEOUT, timeout_accepted
-    )
-    read_timeout = read.number(
-        "READ_TIMEOUT", DEFAULT_READ_TIMEOUT, 0.001, MAX_TIMEOUT, timeout_accepted
-    )
-
-    field_accepted = "a JSON field name of 1 to 256 characters without control characters"
-    current_field = read.parsed(
-        "CURRENT_FIELD",
-        DEFAULT_CURRENT_FIELD,
-        lambda text: text if _FIELD_NAME.fullmatch(text) else None,
-        field_accepted,
-    )
-    previous_field = read.parsed(
-        "PREVIOUS_FIELD",
-        DEFAULT_PREVIOUS_FIELD,
-        lambda text: text if _FIELD_NAME.fullmatch(text) else None,
-        field_accepted,
-    )
+    timing = _read_timing(read)
+    layout, current_field, previous_field = _read_secret_format(read)
 
     host = read.address("HOST", DEFAULT_HOST)
     port = read.port("PORT", DEFAULT_PORT, allow_zero=False)
@@ -304,12 +269,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
     settings = Settings(
         secret_id=secret_id,
-        poll_interval=interval,
-        poll_jitter=jitter,
-        backoff_initial=backoff_initial,
-        backoff_max=backoff_max,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
+        poll_interval=timing.poll_interval,
+        poll_jitter=timing.poll_jitter,
+        backoff_initial=timing.backoff_initial,
+        backoff_max=timing.backoff_max,
+        connect_timeout=timing.connect_timeout,
+        read_timeout=timing.read_timeout,
         current_field=current_field,
         previous_field=previous_field,
         host=host,
@@ -326,6 +291,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         log_format=log_format,
         refresh_min_interval=refresh_min_interval,
         output_file=output_file,
+        layout=layout,
     )
     problems = read.problems
     # Cross-field rules, checked on the values after defaults were applied.
@@ -333,6 +299,72 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+class _Timing(NamedTuple):
+    poll_interval: float
+    poll_jitter: float
+    backoff_initial: float
+    backoff_max: float
+    connect_timeout: float
+    read_timeout: float
+
+
+def _read_timing(read: _Reader) -> _Timing:
+    interval = read.number(
+        "POLL_INTERVAL",
+        DEFAULT_POLL_INTERVAL,
+        MIN_POLL_INTERVAL,
+        MAX_POLL_INTERVAL,
+        f"seconds from {MIN_POLL_INTERVAL:g} to {MAX_POLL_INTERVAL:g}, fractions allowed",
+    )
+    jitter = read.number(
+        "POLL_JITTER",
+        DEFAULT_POLL_JITTER,
+        0.0,
+        MAX_POLL_JITTER,
+        f"a fraction from 0 to {MAX_POLL_JITTER:g} (0.1 means plus or minus 10%)",
+    )
+    backoff_accepted = f"seconds greater than 0 and at most {MAX_BACKOFF:g}"
+    backoff_initial = read.number(
+        "BACKOFF_INITIAL", DEFAULT_BACKOFF_INITIAL, 0.001, MAX_BACKOFF, backoff_accepted
+    )
+    backoff_max = read.number(
+        "BACKOFF_MAX", DEFAULT_BACKOFF_MAX, 0.001, MAX_BACKOFF, backoff_accepted
+    )
+    timeout_accepted = f"seconds greater than 0 and at most {MAX_TIMEOUT:g}"
+    connect_timeout = read.number(
+        "CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 0.001, MAX_TIMEOUT, timeout_accepted
+    )
+    read_timeout = read.number(
+        "READ_TIMEOUT", DEFAULT_READ_TIMEOUT, 0.001, MAX_TIMEOUT, timeout_accepted
+    )
+    return _Timing(interval, jitter, backoff_initial, backoff_max, connect_timeout, read_timeout)
+
+
+def _read_secret_format(read: _Reader) -> tuple[str, str, str]:
+    """Read SIDECAR_LAYOUT and the two JSON field names."""
+    layout = read.parsed(
+        "LAYOUT",
+        DEFAULT_LAYOUT,
+        lambda text: text.lower() if text.lower() in LAYOUTS else None,
+        "fields (the pair as two JSON fields of AWSCURRENT) or stages (the current key in "
+        "AWSCURRENT, the previous key in AWSPREVIOUS)",
+    )
+    field_accepted = "a JSON field name of 1 to 256 characters without control characters"
+    current_field = read.parsed(
+        "CURRENT_FIELD",
+        DEFAULT_CURRENT_FIELD,
+        lambda text: text if _FIELD_NAME.fullmatch(text) else None,
+        field_accepted,
+    )
+    previous_field = read.parsed(
+        "PREVIOUS_FIELD",
+        DEFAULT_PREVIOUS_FIELD,
+        lambda text: text if _FIELD_NAME.fullmatch(text) else None,
+        field_accepted,
+    )
+    return layout, current_field, previous_field
 
 
 def _cross_field_problems(settings: Settings, *, token_set: bool) -> list[str]:
@@ -450,3 +482,43 @@ def load_listener_address(environ: Mapping[str, str]) -> tuple[str, int]:
         raise SettingsError(read.problems)
     wildcard_to_loopback = {"0.0.0.0": "127.0.0.1", "::": "::1"}
     return wildcard_to_loopback.get(host, host), port
+
+
+@dataclass(frozen=True, slots=True)
+class RotationSettings:
+    """The settings that ``sidecar rotate`` shares with the sidecars of the fleet."""
+
+    current_field: str = DEFAULT_CURRENT_FIELD
+    previous_field: str = DEFAULT_PREVIOUS_FIELD
+    layout: str = DEFAULT_LAYOUT
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    poll_jitter: float = DEFAULT_POLL_JITTER
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+
+
+def load_rotation_settings(environ: Mapping[str, str]) -> RotationSettings:
+    """Read the field names, layout and poll timing, with the rules of ``load_settings``.
+
+    The other SIDECAR_* variables are ignored, so the command runs from a shell
+    that sets only these, and unset ones take the sidecar's defaults.
+    """
+    read = _Reader(environ)
+    timing = _read_timing(read)
+    layout, current_field, previous_field = _read_secret_format(read)
+    if not read.problems and current_field == previous_field:
+        read.problems.append(
+            f"{PREFIX}PREVIOUS_FIELD: {previous_field!r} is the same as {PREFIX}CURRENT_FIELD; "
+            "expected two different JSON field names"
+        )
+    if read.problems:
+        raise SettingsError(read.problems)
+    return RotationSettings(
+        current_field=current_field,
+        previous_field=previous_field,
+        layout=layout,
+        poll_interval=timing.poll_interval,
+        poll_jitter=timing.poll_jitter,
+        connect_timeout=timing.connect_timeout,
+        read_timeout=timing.read_timeout,
+    )

@@ -113,15 +113,13 @@ class SecretSource:
         await self._stack.aclose()
         self._client = None
 
-    async def fetch(self) -> SecretValue:
-        """Call GetSecretValue for AWSCURRENT once, or raise PollError."""
+    async def fetch(self, stage: str = "AWSCURRENT") -> SecretValue:
+        """Call GetSecretValue for ``stage`` once, or raise PollError."""
         try:
             # The stage is named explicitly: without it, some implementations
             # (moto 5.2) can return the version that was current before the last
             # UpdateSecretVersionStage.
-            reply = await self._client.get_secret_value(
-                SecretId=self.secret_id, VersionStage="AWSCURRENT"
-            )
+            reply = await self._client.get_secret_value(SecretId=self.secret_id, VersionStage=stage)
         except asyncio.CancelledError:
             raise
         except Exception as error:

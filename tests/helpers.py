@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.emulator import LOOPBACK, wait_for_port
+from tools.emulator import LOOPBACK, client_environment, wait_for_port
 
 TOKEN = "test-token-0123456789abcdef"
 STARTUP_TIMEOUT = 20.0
+COMMAND_TIMEOUT = 60.0
 
 
 def wait_until(
@@ -189,3 +190,22 @@ def kill_quietly(process: SidecarProcess) -> None:
     """Stop a process at teardown, whatever state it is in."""
     with contextlib.suppress(AssertionError, OSError):
         process.stop()
+
+
+def run_command(
+    endpoint: str,
+    *arguments: str,
+    stdin: str = "",
+    settings: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sidecar ARGUMENTS`` against ``endpoint`` and capture its output."""
+    env = base_environment({**client_environment(endpoint), **(settings or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *arguments],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
