@@ -13,8 +13,10 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import botocore
 import pytest
 
 from sidecar import rotation_lambda
@@ -26,6 +28,7 @@ from tools.emulator import Emulator, client_environment
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 OTHER_KEY = "key-other-rotation-FFFFFFFFFFFFFFFFFFFFFF"
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 # Modules that Lambda's Python runtime does not provide.
 SIDECAR_ONLY_MODULES = ("aiohttp", "aiobotocore", "structlog", "tenacity", "prometheus_client")
 
@@ -366,3 +369,79 @@ def test_import_loads_no_sidecar_dependency() -> None:
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_packaged_zip_rotates(
+    emulator: Emulator,
+    make_secret: Callable[..., str],
+    secrets_client: Any,
+    tmp_path: Path,
+) -> None:
+    """The zip built as docs/rotation.md says runs the four steps with only botocore beside it."""
+    package = tmp_path / "rotation-lambda"
+    archive = tmp_path / "rotation-lambda.zip"
+    # The commands of docs/rotation.md, with the paths of this test.
+    pip_install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    install = subprocess.run(
+        [*pip_install, "--target", str(package), str(REPOSITORY_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    zipped = subprocess.run(
+        [sys.executable, "-m", "zipfile", "-c", str(archive), "sidecar"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    secret_id = make_secret()
+    token = str(uuid.uuid4())
+    # -S skips site-packages (and the editable install of this checkout); only
+    # the directories of botocore and its dependencies are added after the zip,
+    # as in Lambda's runtime.
+    site_packages = Path(botocore.__file__).parent.parent
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc
+        import sys
+
+        BLOCKED = {SIDECAR_ONLY_MODULES!r}
+
+        class Blocker(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"{{name}} is not in the Lambda runtime")
+                return None
+
+        sys.meta_path.insert(0, Blocker())
+        sys.path[:0] = [{str(archive)!r}]
+        sys.path.append({str(site_packages)!r})
+        import sidecar.rotation_lambda
+
+        assert sidecar.rotation_lambda.__file__.startswith({str(archive)!r})
+        for step in {STEPS!r}:
+            sidecar.rotation_lambda.lambda_handler(
+                {{"SecretId": {secret_id!r}, "ClientRequestToken": {token!r}, "Step": step}},
+                None,
+            )
+        """
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        env=base_environment(client_environment(emulator.endpoint)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    current = read(secrets_client, secret_id, VersionStage="AWSCURRENT")
+
+    assert install.returncode == 0, install.stderr
+    assert zipped.returncode == 0, zipped.stderr
+    assert result.returncode == 0, result.stderr
+    assert current["VersionId"] == token
+    assert current["API_KEY_PREVIOUS"] == CURRENT_KEY

@@ -1,15 +1,14 @@
 """Demo: the sidecar against a local Secrets Manager emulator, through one rotation.
 
 Starts moto's emulator on loopback, creates a demo secret, runs the sidecar
-against it, shows the served keys, rotates the secret, and shows the new pair
-served by the same process. Then it keeps running until Ctrl-C.
+against it, shows the served keys, rotates the secret with `sidecar rotate`, and
+shows the new pair served by the same process. Then it keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 import boto3
 
+from sidecar.keygen import generate_key
 from tests.helpers import http_request, wait_until
 from tools.emulator import (
     DUMMY_ACCESS_KEY_ID,
@@ -32,11 +32,6 @@ from tools.emulator import (
 
 SECRET_ID = "demo/jwt-service/api-keys"  # noqa: S105 - a secret name, not a value
 POLL_INTERVAL = "2"
-
-
-def new_key() -> str:
-    """Return a demo API key with 256 random bits."""
-    return secrets.token_urlsafe(32)
 
 
 def show(title: str, document: dict[str, Any]) -> None:
@@ -55,7 +50,7 @@ def main() -> int:
             aws_access_key_id=DUMMY_ACCESS_KEY_ID,
             aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
         )
-        first_key = new_key()
+        first_key = generate_key()
         client.create_secret(
             Name=SECRET_ID,
             SecretString=json.dumps({"API_KEY_CURRENT": first_key, "API_KEY_PREVIOUS": None}),
@@ -76,15 +71,17 @@ def main() -> int:
         }
         sidecar = subprocess.Popen([sys.executable, "-m", "sidecar"], env=env)
         try:
-            return run_scenario(client, sidecar, port, token_file)
+            return run_scenario(env, sidecar, port, token_file)
         finally:
             if sidecar.poll() is None:
                 sidecar.send_signal(signal.SIGTERM)
                 sidecar.wait(timeout=15)
 
 
-def run_scenario(client: Any, sidecar: subprocess.Popen[bytes], port: int, token_file: Path) -> int:
-    """Show the keys, rotate, show the new keys, then wait for Ctrl-C."""
+def run_scenario(
+    env: dict[str, str], sidecar: subprocess.Popen[bytes], port: int, token_file: Path
+) -> int:
+    """Show the keys, rotate with `sidecar rotate`, show the new keys, then wait for Ctrl-C."""
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: _ready(base), timeout=20, message="the sidecar did not become ready")
     token = token_file.read_text().strip()
@@ -95,23 +92,30 @@ def run_scenario(client: Any, sidecar: subprocess.Popen[bytes], port: int, token
     before = http_request(f"{base}/v1/keys", headers=headers).json()
     show(f"served keys (pid {sidecar.pid})", before)
 
-    rotated = client.put_secret_value(
-        SecretId=SECRET_ID,
-        SecretString=json.dumps(
-            {"API_KEY_CURRENT": new_key(), "API_KEY_PREVIOUS": before["current"]}
-        ),
-    )
-    print(f"\n== rotated the secret: new version {rotated['VersionId']}", flush=True)
+    # The same command an operator runs: it generates the key, keeps the old
+    # current key as previous and moves AWSCURRENT only if nobody else did.
+    command = [sys.executable, "-m", "sidecar", "rotate", "--secret-id", SECRET_ID, "--json"]
+    print(f"\n== sidecar rotate --secret-id {SECRET_ID} --json", flush=True)
+    rotated = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if rotated.returncode != 0:
+        print(rotated.stderr, end="", file=sys.stderr, flush=True)
+        return rotated.returncode
+    result = json.loads(rotated.stdout)
+    print(rotated.stdout, end="", flush=True)
     started = time.monotonic()
 
     def rotated_served() -> bool:
         reply = http_request(f"{base}/v1/keys", headers=headers)
-        return reply.status == 200 and reply.json()["version_id"] == rotated["VersionId"]
+        return reply.status == 200 and reply.json()["version_id"] == result["version_id"]
 
     wait_until(rotated_served, timeout=15, message="the rotation was not served")
     after = http_request(f"{base}/v1/keys", headers=headers).json()
     elapsed = time.monotonic() - started
     show(f"served keys after {elapsed:.1f} s, same process (pid {sidecar.pid})", after)
+    print(
+        f"\nevery sidecar polling this secret serves the new pair by {result['safe_after']}",
+        flush=True,
+    )
     print("\nthe sidecar keeps polling; press Ctrl-C to stop", flush=True)
     try:
         return sidecar.wait()
