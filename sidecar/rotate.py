@@ -154,9 +154,9 @@ def safe_delay(settings: RotationSettings) -> timedelta:
 
     A sidecar waits up to POLL_INTERVAL x (1 + POLL_JITTER) between the end of one
     poll and the start of the next. A poll that was in flight at the rotation can
-    still return the old version, so two polls' worth of request time is added:
-    each request takes at most CONNECT_TIMEOUT + READ_TIMEOUT, and a poll makes
-    one request in the fields layout and up to two in the stages layout.
+    still return the old version, so the request time of two polls is added. Each
+    request takes at most CONNECT_TIMEOUT + READ_TIMEOUT, and a poll makes one
+    request in the fields layout and up to two in the stages layout.
     """
     longest_wait = settings.poll_interval * (1 + settings.poll_jitter)
     requests_per_poll = 2 if settings.layout == "stages" else 1
@@ -200,7 +200,7 @@ def _create_client(settings: RotationSettings) -> SecretsManagerClient:
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         # Retrying PutSecretValue with the same ClientRequestToken is idempotent,
-        # and Rotator.promote tells a lost reply from a real conflict.
+        # and Rotator.promote distinguishes a lost reply from a real conflict.
         retries={"mode": "standard", "total_max_attempts": RETRY_ATTEMPTS},
     )
     try:

@@ -67,7 +67,7 @@ class SecretFields:
 
 @dataclass(frozen=True, slots=True)
 class RotationResult:
-    """What ``Rotator.rotate`` did.
+    """The outcome of one ``Rotator.rotate`` call.
 
     ``outcome`` is ``rotated`` (a new version is AWSCURRENT), ``resumed`` (an
     earlier run with the same token wrote the version and this run moved
@@ -214,7 +214,7 @@ class Rotator:
         self.fields = fields
 
     def read_stage(self, stage: str) -> Version | None:
-        """Return the version that holds ``stage``, or None when no version holds it."""
+        """Return the version that has the label ``stage``, or None when no version has it."""
         try:
             reply = self.client.get_secret_value(SecretId=self.secret_id, VersionStage=stage)
         except _BOTOCORE_ERRORS as error:
@@ -310,7 +310,7 @@ class Rotator:
         raise RotationConflictError(msg)
 
     def release_pending(self, version_id: str) -> None:
-        """Remove AWSPENDING from ``version_id`` if it still holds it; best effort.
+        """Remove AWSPENDING from ``version_id`` if the label is still there; best effort.
 
         A version left with AWSPENDING that is not AWSCURRENT makes Secrets Manager
         treat a rotation as still in progress.
@@ -357,7 +357,7 @@ class Rotator:
             self.release_pending(token)
 
     def _check_no_rotation_in_progress(self, current_version: Version, current: KeyPair) -> None:
-        """Raise RotationConflictError when AWSPENDING holds a pair built on the current key.
+        """Raise RotationConflictError when the AWSPENDING version builds on the current key.
 
         Such a version belongs to a rotation that is running (the Lambda rotation
         function, another operator) or was interrupted and can still be finished.

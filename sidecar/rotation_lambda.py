@@ -1,9 +1,9 @@
 """Secrets Manager rotation function for the key pair (native, scheduled rotation).
 
 Handler: ``sidecar.rotation_lambda.lambda_handler``. Secrets Manager invokes it
-once per step with ``{"Step", "SecretId", "ClientRequestToken"}`` (and
-``RotationToken`` for rotations through an assumed role); the token is the id of
-the new version. The steps give the guarantees of ``sidecar rotate``:
+once per step with ``{"Step", "SecretId", "ClientRequestToken"}``, plus
+``RotationToken`` for rotations through an assumed role. The ClientRequestToken
+is the id of the new version. The steps give the guarantees of ``sidecar rotate``:
 
 - createSecret writes the rotated pair (a new key as current, the current key as
   previous) as version ``ClientRequestToken`` with the AWSPENDING label. Run
