@@ -203,7 +203,7 @@ class Poller:
     async def _load_pair(self, value: SecretValue) -> KeyPair:
         """Build the pair of a new AWSCURRENT version, as SIDECAR_LAYOUT says.
 
-        In the stages layout each version holds its key in the current field, and
+        In the stages layout each version contains its key in the current field, and
         the previous key is the current field of the AWSPREVIOUS version, read with
         a second call. That call is made only when the AWSCURRENT version changed,
         because moving AWSCURRENT is what moves AWSPREVIOUS.
@@ -215,7 +215,7 @@ class Poller:
             previous_value = await self._source.fetch("AWSPREVIOUS")
         except PollError as error:
             if error.reason == "not_found":
-                # No version holds AWSPREVIOUS before the first rotation.
+                # No version has the AWSPREVIOUS label before the first rotation.
                 return KeyPair(current=pair.current, previous=None)
             raise
         # NOTE: the two reads are not atomic. A rotation between them gives a pair

@@ -172,7 +172,7 @@ def format_time(moment: datetime) -> str:
 def describe(secret_id: str, version_id: str, outcome: str, safe_after: str | None) -> str:
     """Return the human-readable summary of a rotation."""
     hand_over = (
-        f"every sidecar serves the new pair by {safe_after}; hand the new key to clients "
+        f"every healthy sidecar serves the new pair by {safe_after}; hand the new key to clients "
         "after that time"
     )
     if outcome == "rotated":

@@ -37,7 +37,7 @@ class BarrierProxy:
         self.upstream_port = upstream_port
         self.operation = operation
         self.barrier = threading.Barrier(parties, timeout=timeout)
-        self.held = 0
+        self.requests_held = 0
         self.calls: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler_class())
@@ -84,7 +84,7 @@ class BarrierProxy:
 
     def _wait_at_barrier(self) -> None:
         with self._lock:
-            self.held += 1
+            self.requests_held += 1
         try:
             self.barrier.wait()
         except threading.BrokenBarrierError:

@@ -48,7 +48,7 @@ def read_pair(secrets_client: Any, secret_id: str, stage: str = "AWSCURRENT") ->
 
 
 def version_holding(secrets_client: Any, secret_id: str, stage: str) -> str | None:
-    """Return the id of the version that holds ``stage``, or None."""
+    """Return the id of the version that has the label ``stage``, or None."""
     for version_id, labels in stages(secrets_client, secret_id).items():
         if stage in labels:
             return version_id
@@ -409,12 +409,12 @@ def test_concurrent_rotations_one_wins(
     with BarrierProxy(emulator.port, "PutSecretValue", parties=2, timeout=30) as proxy:
         with ThreadPoolExecutor(max_workers=2) as pool:
             runs = list(pool.map(lambda key: rotate_with_key(proxy.endpoint, secret_id, key), keys))
-        held = proxy.held
+        requests_held = proxy.requests_held
     statuses = [run.returncode for run in runs]
     outputs = [(run.stdout, run.stderr) for run in runs]
     pair = read_pair(secrets_client, secret_id)
 
-    assert held == 2
+    assert requests_held == 2
     assert sorted(statuses) == [0, 3]
     winner = statuses.index(0)
     loser = 1 - winner

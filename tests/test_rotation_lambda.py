@@ -60,7 +60,7 @@ def read(secrets_client: Any, secret_id: str, **selector: str) -> dict[str, Any]
 
 
 def holder(secrets_client: Any, secret_id: str, stage: str) -> str | None:
-    """Return the id of the version that holds ``stage``, or None."""
+    """Return the id of the version that has the label ``stage``, or None."""
     for version_id, labels in stages(secrets_client, secret_id).items():
         if stage in labels:
             return version_id
@@ -155,7 +155,7 @@ def test_finish_after_concurrent_rotation_conflicts(
     token = str(uuid.uuid4())
     run(secrets_client, secret_id, token, "createSecret")
     # An operator rotates with the command while the native rotation is half done;
-    # the command sees the live pending version and refuses first.
+    # the command finds the live pending version and stops first.
     blocked = subprocess.run(
         [sys.executable, "-m", "sidecar", "rotate", "--secret-id", secret_id],
         env=base_environment(client_environment(emulator.endpoint)),
@@ -377,7 +377,7 @@ def test_packaged_zip_rotates(
     secrets_client: Any,
     tmp_path: Path,
 ) -> None:
-    """The zip built as docs/rotation.md says runs the four steps with only botocore beside it."""
+    """The zip built with the commands of docs/rotation.md rotates with only botocore beside it."""
     package = tmp_path / "rotation-lambda"
     archive = tmp_path / "rotation-lambda.zip"
     # The commands of docs/rotation.md, with the paths of this test.
@@ -399,9 +399,9 @@ def test_packaged_zip_rotates(
     )
     secret_id = make_secret()
     token = str(uuid.uuid4())
-    # -S skips site-packages (and the editable install of this checkout); only
-    # the directories of botocore and its dependencies are added after the zip,
-    # as in Lambda's runtime.
+    # -S skips site-packages, so the editable install of this checkout is not
+    # found. Only the directory of botocore and its dependencies is added after
+    # the zip, as in Lambda's runtime.
     site_packages = Path(botocore.__file__).parent.parent
     script = textwrap.dedent(
         f"""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.errors import SettingsError
-from sidecar.settings import KNOWN_VARIABLES, Settings, load_settings
+from sidecar.settings import KNOWN_VARIABLES, Settings, load_rotation_settings, load_settings
 from tests.helpers import base_environment
 from tools.emulator import client_environment
 
@@ -41,6 +41,7 @@ def test_defaults() -> None:
     assert settings.max_staleness == 0
     assert settings.log_level == "info"
     assert settings.log_format == "json"
+    assert settings.layout == "fields"
 
 
 def test_fractional_interval_accepted() -> None:
@@ -70,6 +71,7 @@ def test_fractional_interval_accepted() -> None:
         ("SIDECAR_MAX_STALENESS", "-5", "seconds from 0 (off)"),
         ("SIDECAR_SECRET_ID", "bad name with spaces", "a secret name or ARN"),
         ("SIDECAR_CURRENT_FIELD", "tab\there", "a JSON field name"),
+        ("SIDECAR_LAYOUT", "rows", "fields (the pair as two JSON fields"),
     ],
 )
 def test_invalid_value_reported(variable: str, value: str, accepted: str) -> None:
@@ -206,6 +208,27 @@ def test_repr_masks_token() -> None:
     assert TOKEN_VALUE not in repr(settings)
     assert described["SIDECAR_TOKEN"] == "(set, hidden)"
     assert set(described) == KNOWN_VARIABLES
+
+
+def test_rotation_settings_ignore_sidecar_only_variables() -> None:
+    """load_rotation_settings reads its own variables and ignores the rest, typos included."""
+    settings = load_rotation_settings(
+        {"SIDECAR_POLL_INTERVAL": "5", "SIDECAR_LAYOUT": "stages", "SIDECAR_PORTT": "1"}
+    )
+
+    assert settings.poll_interval == 5
+    assert settings.poll_jitter == pytest.approx(0.1)
+    assert settings.layout == "stages"
+    assert settings.current_field == "API_KEY_CURRENT"
+
+
+def test_rotation_settings_same_fields_rejected() -> None:
+    """load_rotation_settings rejects equal field names like load_settings does."""
+    with pytest.raises(SettingsError) as raised:
+        load_rotation_settings({"SIDECAR_CURRENT_FIELD": "key", "SIDECAR_PREVIOUS_FIELD": "key"})
+
+    assert len(raised.value.problems) == 1
+    assert raised.value.problems[0].startswith("SIDECAR_PREVIOUS_FIELD: 'key' is the same")
 
 
 def test_every_variable_is_a_field() -> None:

@@ -112,10 +112,8 @@ def run_scenario(
     after = http_request(f"{base}/v1/keys", headers=headers).json()
     elapsed = time.monotonic() - started
     show(f"served keys after {elapsed:.1f} s, same process (pid {sidecar.pid})", after)
-    print(
-        f"\nevery sidecar polling this secret serves the new pair by {result['safe_after']}",
-        flush=True,
-    )
+    safe_after = result["safe_after"]
+    print(f"\nevery healthy sidecar of this secret serves the new pair by {safe_after}", flush=True)
     print("\nthe sidecar keeps polling; press Ctrl-C to stop", flush=True)
     try:
         return sidecar.wait()
