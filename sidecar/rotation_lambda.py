@@ -104,6 +104,10 @@ def run_step(
     if stages is not None and AWSPENDING not in stages:
         msg = f"version {token} of {secret_id} does not hold AWSPENDING, so it is not being rotated"
         raise RotationError(msg)
+    # RotateSecret creates version ClientRequestToken, labelled AWSPENDING and
+    # without a value, before it invokes createSecret. An invocation outside
+    # RotateSecret (a test, a manual run) has no such version, and createSecret
+    # creates it; every later step needs it.
     if stages is None and step != "createSecret":
         msg = f"the secret {secret_id} has no version {token}; createSecret must run first"
         raise RotationError(msg)
