@@ -126,8 +126,15 @@ class SecretSource:
             raise classify_error(error) from error
         version_id = reply.get("VersionId")
         if not isinstance(version_id, str) or not version_id:
+            # botocore turns a 200 reply whose body is not JSON into an empty
+            # result instead of raising, so a reply cut short or garbled on the
+            # way lands here. That is a fault of the transport or the service,
+            # not of the secret, so it backs off like a 5xx.
             raise PollError(
-                "other", "MissingVersionId", "the reply has no VersionId", retryable=False
+                "server_error",
+                "MalformedReply",
+                "the GetSecretValue reply has no VersionId: its body was empty or not JSON",
+                retryable=True,
             )
         secret_string = reply.get("SecretString")
         if not isinstance(secret_string, str):
