@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,8 @@ def start_sidecar(emulator: Emulator, tmp_path: Path) -> Iterator[Callable[..., 
 
     Keyword arguments become SIDECAR_* settings (``poll_interval=1`` sets
     SIDECAR_POLL_INTERVAL=1). ``endpoint`` replaces the emulator URL, for example
-    with a fault-injecting proxy in front of it, and ``env`` adds raw variables.
+    with a fault-injecting proxy in front of it, and ``env`` adds raw variables;
+    a None value removes the variable (for example the static AWS keys).
     """
     started: list[SidecarProcess] = []
 
@@ -88,7 +89,7 @@ def start_sidecar(emulator: Emulator, tmp_path: Path) -> Iterator[Callable[..., 
         secret_id: str,
         *,
         endpoint: str | None = None,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         token: str | None = TOKEN,
         wait_ready: bool = True,
         **settings: object,
@@ -112,13 +113,17 @@ def start_sidecar(emulator: Emulator, tmp_path: Path) -> Iterator[Callable[..., 
             variables["SIDECAR_TOKEN"] = token
         for name, value in settings.items():
             variables[f"SIDECAR_{name.upper()}"] = str(value)
-        variables.update(env or {})
+        extra = env or {}
+        variables.update({name: value for name, value in extra.items() if value is not None})
         metrics_port = int(variables["SIDECAR_METRICS_PORT"])
         if metrics_port == -1:
             metrics_port = free_port()
             variables["SIDECAR_METRICS_PORT"] = str(metrics_port)
+        process_env = base_environment(variables)
+        for name in [name for name, value in extra.items() if value is None]:
+            process_env.pop(name, None)
         process = SidecarProcess(
-            env=base_environment(variables),
+            env=process_env,
             port=port,
             log_path=tmp_path / f"sidecar-{len(started)}.log",
             token=token,
