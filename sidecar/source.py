@@ -104,10 +104,21 @@ class SecretSource:
         return region
 
     async def __aenter__(self) -> Self:
+        try:
+            await self._open_client()
+        except Exception as error:
+            if classify_error(error).reason != "credentials":
+                raise
+            # botocore resolves credentials when it creates the client, and the
+            # ECS credentials endpoint can be unreachable for a while at task
+            # start. fetch() opens the client instead, so until then each poll
+            # fails with the credentials reason and the process keeps running.
+        return self
+
+    async def _open_client(self) -> None:
         self._client = await self._stack.enter_async_context(
             self._session.create_client("secretsmanager", config=self._config)
         )
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
@@ -116,6 +127,8 @@ class SecretSource:
     async def fetch(self, stage: str = "AWSCURRENT") -> SecretValue:
         """Call GetSecretValue for ``stage`` once, or raise PollError."""
         try:
+            if self._client is None:
+                await self._open_client()
             # The stage is named explicitly: without it, some implementations
             # (moto 5.2) can return the version that was current before the last
             # UpdateSecretVersionStage.
