@@ -4,13 +4,12 @@ The sidecar finds it through AWS_CONTAINER_CREDENTIALS_FULL_URI, which botocore
 accepts for loopback addresses, and sends AWS_CONTAINER_AUTHORIZATION_TOKEN in the
 Authorization header, as the ECS agent expects.
 
-Why a few seconds of lifetime make botocore refresh: its refreshable credentials
-(botocore 1.43, credentials.py) try an advisory refresh when fewer than 15 minutes
-remain before Expiration and must refresh when fewer than 10 minutes remain; a
-failed refresh in that mandatory window is raised to the API call. Credentials
-that expire a few seconds after they are issued are therefore fetched again
-before every call, and a call made while the endpoint is down fails with
-CredentialRetrievalError.
+botocore's refreshable credentials (botocore 1.43, credentials.py) try an
+advisory refresh when fewer than 15 minutes remain before Expiration, and must
+refresh when fewer than 10 minutes remain. A failed refresh in that mandatory
+window is raised to the API call. So credentials that expire a few seconds
+after they are issued are fetched again before every call, and a call made
+while the endpoint is down fails with CredentialRetrievalError.
 """
 
 from __future__ import annotations
@@ -35,8 +34,9 @@ class IssuedCredentials:
     access_key_id: str
     secret_access_key: str
     session_token: str
-    issued_at: float  # time.monotonic()
-    expires_at: float  # time.monotonic() at Expiration
+    # POSIX times (time.time()), comparable with the sidecar's log timestamps.
+    issued_at: float
+    expires_at: float
 
     def values(self) -> tuple[str, str, str]:
         """Return the three secret strings, for leak checks."""
@@ -106,8 +106,8 @@ class CredentialsEndpoint(BackgroundServer):
                 self._rejected += 1
             return web.json_response({"message": "invalid authorization token"}, status=401)
 
-        now = time.monotonic()
-        expiration = datetime.now(UTC) + timedelta(seconds=self.lifetime)
+        now = time.time()
+        expiration = datetime.fromtimestamp(now, UTC) + timedelta(seconds=self.lifetime)
         issued = IssuedCredentials(
             # Temporary AWS access key ids start with ASIA and are 20 characters.
             access_key_id="ASIA" + secrets.token_hex(8).upper(),

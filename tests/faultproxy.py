@@ -113,14 +113,15 @@ AWS_ERRORS = {
 class SeenRequest:
     """One request that reached the proxy."""
 
-    at: float  # time.monotonic() on arrival
+    # POSIX time (time.time()) of arrival, comparable with the sidecar's log timestamps.
+    at: float
     fault: Fault
     access_key_id: str | None
     session_token: str | None
 
 
 class FaultProxy(BackgroundServer):
-    """Forward to ``upstream`` or answer with the fault chosen by the test.
+    """Forward to ``upstream`` or reply with the fault chosen by the test.
 
     Every method is safe to call from the test's thread.
     """
@@ -133,7 +134,7 @@ class FaultProxy(BackgroundServer):
         self.slow_seconds = slow_seconds
         self._lock = threading.Lock()
         self._fault = Fault.NONE
-        # time.monotonic() of the last inject or clear, None before the first.
+        # time.time() of the last inject or clear, None before the first.
         self.switched_at: float | None = None
         self._seen: list[SeenRequest] = []
         self._session: aiohttp.ClientSession | None = None
@@ -151,7 +152,7 @@ class FaultProxy(BackgroundServer):
             return self._fault
 
     def inject(self, fault: Fault) -> float:
-        """Apply ``fault`` to every new request and return the time.monotonic() of the switch.
+        """Apply ``fault`` to every new request and return the time.time() of the switch.
 
         REFUSED stops listening. Requests that arrive after the returned time get
         ``fault``; those before it got the previous one.
@@ -165,23 +166,27 @@ class FaultProxy(BackgroundServer):
         return self._switch(fault)
 
     def clear(self) -> float:
-        """Forward every request again and return the time.monotonic() of the switch."""
+        """Forward every request again and return the time.time() of the switch."""
         return self.inject(Fault.NONE)
 
     def _switch(self, fault: Fault) -> float:
         with self._lock:
             self._fault = fault
-            self.switched_at = time.monotonic()
+            self.switched_at = time.time()
             return self.switched_at
 
-    def requests(self, since: float = 0.0) -> list[SeenRequest]:
-        """Return the requests that arrived at or after ``since`` (time.monotonic())."""
+    def requests(self, since: float = 0.0, until: float = float("inf")) -> list[SeenRequest]:
+        """Return the requests that arrived from ``since`` to ``until`` (time.time() values)."""
         with self._lock:
-            return [seen for seen in self._seen if seen.at >= since]
+            return [seen for seen in self._seen if since <= seen.at <= until]
 
-    def count(self, since: float = 0.0, fault: Fault | None = None) -> int:
-        """Count the requests since ``since``, only those that got ``fault`` if given."""
-        return sum(1 for seen in self.requests(since) if fault is None or seen.fault is fault)
+    def count(
+        self, since: float = 0.0, until: float = float("inf"), fault: Fault | None = None
+    ) -> int:
+        """Count the requests from ``since`` to ``until`` that got ``fault`` (any if None)."""
+        return sum(
+            1 for seen in self.requests(since, until) if fault is None or seen.fault is fault
+        )
 
     async def on_close(self) -> None:
         """Close the upstream client session."""
@@ -222,7 +227,7 @@ class FaultProxy(BackgroundServer):
         match = _CREDENTIAL.search(request.headers.get("Authorization", ""))
         with self._lock:
             seen = SeenRequest(
-                at=time.monotonic(),
+                at=time.time(),
                 fault=self._fault,
                 access_key_id=match.group(1) if match else None,
                 session_token=request.headers.get("X-Amz-Security-Token"),

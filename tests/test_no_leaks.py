@@ -3,10 +3,11 @@
 One sidecar runs with SIDECAR_LOG_LEVEL=debug and short-lived container
 credentials, behind the fault proxy. The scenario drives load, rotations, several
 upstream faults, an outage of the credentials endpoint, an invalid secret value,
-bad tokens, hop headers and unknown paths. Every secret string that was used is
-then searched for in the whole log, in every reply except the 200 bodies of
-/v1/keys (which carry the keys on purpose), in every reply header, in every
-metrics scrape, and in the output of ``sidecar check-config``.
+bad tokens, hop headers and unknown paths. The test then searches for every
+secret string that was used. It looks in the whole log, in every reply header,
+in every metrics scrape, in the output of ``sidecar check-config``, and in
+every reply body except the 200 bodies of /v1/keys, which carry the keys on
+purpose.
 """
 
 from __future__ import annotations
