@@ -11,7 +11,7 @@ from tests.conftest import CURRENT_KEY, PREVIOUS_KEY
 from tests.credentials import CredentialsEndpoint
 from tests.faultproxy import FaultProxy
 from tests.helpers import SidecarProcess, wait_until
-from tests.test_faults import metric_samples
+from tests.scrape import scrape
 from tools.emulator import DUMMY_ACCESS_KEY_ID, Emulator
 
 # Each set of credentials expires this many seconds after it is issued.
@@ -106,12 +106,12 @@ def test_polls_across_credential_expiries(
     wait_until(lambda: sidecar.events_named("poll.recovered"), WAIT, message=sidecar.log_text())
     recovered = sidecar.events_named("poll.recovered")[0]
     failures = sidecar.events_named("poll.failed")
-    samples = metric_samples(sidecar)
+    samples = scrape(sidecar)
     assert recovered["last_reason"] == "credentials"
     assert recovered["failures"] == len(failures)
     assert len(credentials_endpoint.issued) > issued_before
     assert sidecar.keys()["stale"] is False
-    assert samples[("sidecar_poll_errors_total", (("reason", "credentials"),))] == len(failures)
+    assert samples.value("sidecar_poll_errors_total", reason="credentials") == len(failures)
     assert_signed_with_live_credentials(proxy, credentials_endpoint)
 
 

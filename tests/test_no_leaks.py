@@ -3,7 +3,8 @@
 One sidecar runs with SIDECAR_LOG_LEVEL=debug and short-lived container
 credentials, behind the fault proxy. The scenario drives load, rotations, several
 upstream faults, an outage of the credentials endpoint, an invalid secret value,
-bad tokens, hop headers and unknown paths. The test then searches for every
+bad tokens, hop headers, unknown paths, key checks on /v1/verify, refreshes and a
+long poll. The test then searches for every
 secret string that was used. It looks in the whole log, in every reply header,
 in every metrics scrape, in the output of ``sidecar check-config``, and in
 every reply body except the 200 bodies of /v1/keys, which carry the keys on
@@ -89,6 +90,14 @@ def request(
     capture.record(label, http_request(sidecar.url(path), headers=headers))
 
 
+def post(
+    capture: Capture, sidecar: SidecarProcess, label: str, path: str, body: bytes, **headers: str
+) -> HttpReply:
+    """POST ``body`` to ``path`` with exactly ``headers``, keep the reply and return it."""
+    reply = http_request(sidecar.url(path), method="POST", headers=headers, body=body)
+    return capture.record(label, reply)
+
+
 def scrape(capture: Capture, sidecar: SidecarProcess) -> None:
     """Keep one scrape of the metrics listener."""
     reply = http_request(sidecar.metrics_url())
@@ -116,6 +125,7 @@ def run_bad_requests(capture: Capture, sidecar: SidecarProcess, token: str, key:
     """Send requests that must be rejected, some carrying a secret in the wrong place."""
     request(capture, sidecar, "keys-no-token", "/v1/keys")
     request(capture, sidecar, "keys-wrong-token", "/v1/keys", **{"X-Sidecar-Token": "x" * 20})
+
     # A confused client that sends an API key, or the token with a typo, as the token.
     request(capture, sidecar, "keys-key-as-token", "/v1/keys", **{"X-Sidecar-Token": key})
     request(capture, sidecar, "keys-token-typo", "/v1/keys", **{"X-Sidecar-Token": token + "x"})
@@ -126,6 +136,7 @@ def run_bad_requests(capture: Capture, sidecar: SidecarProcess, token: str, key:
         "/v1/keys",
         **{"X-Sidecar-Token": token, "X-Forwarded-For": "203.0.113.9"},
     )
+
     request(capture, sidecar, "not-found", "/v1/secrets", **{"X-Sidecar-Token": token})
     request(capture, sidecar, "not-found-no-token", "/admin")
     request(capture, sidecar, "readyz", "/readyz")
@@ -134,12 +145,50 @@ def run_bad_requests(capture: Capture, sidecar: SidecarProcess, token: str, key:
         sidecar.url("/v1/keys"), method="POST", headers={"X-Sidecar-Token": token}, body=b"{}"
     )
     capture.record("keys-post", wrong_method)
-    statuses = {label: reply.status for label, reply in capture.replies[-10:]}
+    long_poll = http_request(
+        sidecar.url("/v1/keys?wait=0.5"),
+        headers={"X-Sidecar-Token": token, "If-None-Match": etag(sidecar, token)},
+    )
+    capture.record("keys-long-poll", long_poll)
+
+    statuses = {label: reply.status for label, reply in capture.replies[-11:]}
+    assert statuses["keys-long-poll"] == 304
     assert statuses["keys-no-token"] == 403
     assert statuses["keys-key-as-token"] == 403
     assert statuses["keys-forwarded"] == 400
     assert statuses["not-found"] == 404
     assert statuses["keys-post"] == 405
+
+
+def etag(sidecar: SidecarProcess, token: str) -> str:
+    """Return the ETag that /v1/keys sends now."""
+    return http_request(sidecar.url("/v1/keys"), headers={"X-Sidecar-Token": token}).headers["ETag"]
+
+
+def run_verify(capture: Capture, sidecar: SidecarProcess, token: str, keys: list[str]) -> None:
+    """Check good, wrong and malformed keys on /v1/verify; no reply may echo a key."""
+    auth = {"X-Sidecar-Token": token}
+    current = post(
+        capture,
+        sidecar,
+        "verify-current",
+        "/v1/verify",
+        json.dumps({"key": keys[-1]}).encode(),
+        **auth,
+    )
+    old = post(
+        capture, sidecar, "verify-old", "/v1/verify", json.dumps({"key": keys[0]}).encode(), **auth
+    )
+    broken = post(
+        capture, sidecar, "verify-broken", "/v1/verify", ('{"key": "' + keys[-1]).encode(), **auth
+    )
+    no_token = post(
+        capture, sidecar, "verify-no-token", "/v1/verify", json.dumps({"key": keys[-1]}).encode()
+    )
+    assert current.json() == {"valid": True, "matched": "current"}
+    assert old.json() == {"valid": False, "matched": None}
+    assert broken.status == 400
+    assert no_token.status == 403
 
 
 def run_fault(
@@ -156,6 +205,7 @@ def run_fault(
     )
     request(capture, sidecar, "keys-stale", "/v1/keys", **{"X-Sidecar-Token": token})
     request(capture, sidecar, "readyz-stale", "/readyz")
+    post(capture, sidecar, "refresh-fault", "/v1/refresh", b"", **{"X-Sidecar-Token": token})
     scrape(capture, sidecar)
     proxy.clear()
     wait_until(
@@ -163,6 +213,22 @@ def run_fault(
         WAIT,
         message=sidecar.log_text(),
     )
+
+
+def run_credentials_outage(
+    capture: Capture, sidecar: SidecarProcess, endpoint: CredentialsEndpoint
+) -> None:
+    """Take the credentials endpoint down until a poll fails for it, then bring it back."""
+    recovered = len(sidecar.events_named("poll.recovered"))
+    endpoint.stop_listening()
+    wait_until(
+        lambda: any(e["reason"] == "credentials" for e in sidecar.events_named("poll.failed")),
+        WAIT,
+    )
+    request(capture, sidecar, "readyz-credentials", "/readyz")
+    scrape(capture, sidecar)
+    endpoint.listen()
+    wait_until(lambda: len(sidecar.events_named("poll.recovered")) > recovered, WAIT)
 
 
 def check_config_output(sidecar: SidecarProcess) -> str:
@@ -200,6 +266,7 @@ def test_no_secret_in_logs_replies_or_metrics(
         backoff_initial=0.05,
         backoff_max=0.3,
         read_timeout=0.5,
+        refresh_min_interval=1,
     )
     scrape(capture, sidecar)
 
@@ -228,19 +295,11 @@ def test_no_secret_in_logs_replies_or_metrics(
     version = put_secret(secrets_client, secret_id, pair_string(keys[-1], keys[-3]))
     sidecar.wait_for_version(version, timeout=WAIT)
 
-    # The credentials endpoint goes down and comes back.
-    recovered = len(sidecar.events_named("poll.recovered"))
-    credentials_endpoint.stop_listening()
-    wait_until(
-        lambda: any(e["reason"] == "credentials" for e in sidecar.events_named("poll.failed")),
-        WAIT,
-    )
-    request(capture, sidecar, "readyz-credentials", "/readyz")
-    scrape(capture, sidecar)
-    credentials_endpoint.listen()
-    wait_until(lambda: len(sidecar.events_named("poll.recovered")) > recovered, WAIT)
-
+    run_credentials_outage(capture, sidecar, credentials_endpoint)
     run_bad_requests(capture, sidecar, token, keys[-1])
+    run_verify(capture, sidecar, token, keys)
+    refreshed = post(capture, sidecar, "refresh", "/v1/refresh", b"", **{"X-Sidecar-Token": token})
+    assert refreshed.status in {200, 429}
     scrape(capture, sidecar)
     config_output = check_config_output(sidecar)
     assert sidecar.stop() == 0
@@ -262,6 +321,12 @@ def test_no_secret_in_logs_replies_or_metrics(
 
     log_text = sidecar.log_text()
     assert all(json.loads(line) for line in log_text.splitlines() if line.strip())
+    assert_no_secret_in(capture, log_text, config_output)
+
+
+def assert_no_secret_in(capture: Capture, log_text: str, config_output: str) -> None:
+    """Search the log, the check-config output, the scrapes and the replies for every secret."""
+    assert capture.secrets_used
     for secret in sorted(capture.secrets_used):
         assert secret not in log_text, "a secret is in the log"
         assert secret not in config_output, "a secret is in the check-config output"
