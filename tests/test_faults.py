@@ -13,6 +13,7 @@ one with SIDECAR_MAX_STALENESS set small ("bounded") and one without it
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -154,6 +155,25 @@ def write_value(secret_string: str) -> Callable[[Upstream], None]:
     return lambda upstream: upstream.write(secret_string)
 
 
+def write_binary(upstream: Upstream) -> None:
+    """Write a new AWSCURRENT version that holds only SecretBinary."""
+    upstream.secrets_client.put_secret_value(
+        SecretId=upstream.secret_id, SecretBinary=b"\x00binary-only"
+    )
+
+
+def invalid_value_case(name: str, start: Callable[[Upstream], None]) -> FaultCase:
+    """Build a case that writes an invalid value to the emulator, then the original pair."""
+    return FaultCase(
+        name=name,
+        reason="invalid_secret",
+        error="InvalidSecret",
+        retryable=False,
+        start=start,
+        stop=restore_pair,
+    )
+
+
 CASES = [
     proxy_case("throttling", Fault.THROTTLING, "throttled", "ThrottlingException", retryable=True),
     proxy_case(
@@ -227,22 +247,17 @@ CASES = [
         start=schedule_deletion,
         stop=cancel_deletion,
     ),
-    FaultCase(
-        name="invalid_json",
-        reason="invalid_secret",
-        error="InvalidSecret",
-        retryable=False,
-        start=write_value('{"API_KEY_CURRENT": "' + CURRENT_KEY),
-        stop=restore_pair,
+    invalid_value_case("invalid_json", write_value('{"API_KEY_CURRENT": "' + CURRENT_KEY)),
+    invalid_value_case("not_an_object", write_value(json.dumps([CURRENT_KEY, PREVIOUS_KEY]))),
+    invalid_value_case(
+        "current_field_missing", write_value(json.dumps({"API_KEY_PREVIOUS": PREVIOUS_KEY}))
     ),
-    FaultCase(
-        name="current_field_missing",
-        reason="invalid_secret",
-        error="InvalidSecret",
-        retryable=False,
-        start=write_value('{"API_KEY_PREVIOUS": "' + PREVIOUS_KEY + '"}'),
-        stop=restore_pair,
+    invalid_value_case("current_field_empty", write_value(pair_string("", PREVIOUS_KEY))),
+    invalid_value_case(
+        "previous_field_number",
+        write_value(json.dumps({"API_KEY_CURRENT": CURRENT_KEY, "API_KEY_PREVIOUS": 5})),
     ),
+    invalid_value_case("secret_binary_only", write_binary),
 ]
 
 
