@@ -1,15 +1,16 @@
 """The keys API: a small aiohttp low-level server on the keys listener.
 
-Each request passes the checks in a fixed order: the hop guard (no proxied
-callers), then the token for every route but /healthz and /readyz, then the
-route and method. Responses to /v1/keys are bytes prepared once per secret
-version, so the request path does no I/O beyond the socket and never calls AWS.
-The one exception is POST /v1/refresh, which wakes the poller and waits for its
-result.
+Each request passes the checks in a fixed order: the connection limit, the body
+size, the hop guard (no proxied callers), then the token for every route but
+/healthz and /readyz, then the route and method. Responses to /v1/keys are bytes
+prepared once per secret version, so the request path does no I/O beyond the
+socket and never calls AWS. The one exception is POST /v1/refresh, which wakes
+the poller and waits for its result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
@@ -19,15 +20,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from sidecar.cache import KeyCache
+from sidecar.listener import MAX_BODY_SIZE
 from sidecar.refresh import Refresher, Throttled, TimedOut
-from sidecar.verify import (
-    MAX_BODY_BYTES,
-    BodyTooLargeError,
-    InvalidBodyError,
-    match_key,
-    parse_verify_body,
-    read_limited,
-)
+from sidecar.verify import InvalidBodyError, match_key, parse_verify_body
 
 if TYPE_CHECKING:
     from prometheus_client.metrics import Counter
@@ -38,6 +33,11 @@ TOKEN_HEADER = "X-Sidecar-Token"  # noqa: S105 - a header name, not a secret
 # Headers that only a proxy adds. The keys are for the containers of this task,
 # so a request that crossed a proxy is rejected before anything else.
 HOP_HEADERS = ("X-Forwarded-For", "Forwarded")
+# A client on a connection over SIDECAR_MAX_CONNECTIONS is asked to retry after
+# this many seconds, on a new connection.
+RETRY_AFTER_SECONDS = 1
+# Seconds to receive a request body of at most MAX_BODY_SIZE bytes.
+BODY_TIMEOUT = 5.0
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -69,6 +69,51 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
+def _over_limit_response() -> web.Response:
+    response = error_response(
+        429,
+        "too many open connections to the keys API; retry on a new connection",
+        **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+    # Closing frees the connection's slot, so the retry can be admitted.
+    return _closing(response)
+
+
+async def _read_body(request: web.BaseRequest) -> web.Response | None:
+    """Read a request body of at most MAX_BODY_SIZE bytes, or return the rejection.
+
+    The body stays cached in the request, so a handler can still read it.
+    """
+    too_large = f"the request body is larger than {MAX_BODY_SIZE} bytes"
+    length = request.content_length
+    if length is not None and length > MAX_BODY_SIZE:
+        return _closing(error_response(413, too_large))
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        # A chunked body has no Content-Length, so read() finds the size.
+        response = error_response(413, too_large)
+    except TimeoutError:
+        response = error_response(
+            408, f"the request body did not arrive within {BODY_TIMEOUT:g} seconds"
+        )
+    except (web.RequestPayloadError, ConnectionError):
+        # A malformed chunk, or the client closed the connection mid-body.
+        response = error_response(400, "the request body is malformed or incomplete")
+    else:
+        return None
+    return _closing(response)
+
+
+def _closing(response: web.Response) -> web.Response:
+    # aiohttp sends Connection: close and closes the connection after the reply,
+    # because the rest of a rejected body is never read, and a connection over the
+    # limit must free its slot.
+    response.force_close()
+    return response
+
+
 class KeysApi:
     """Request handler of the keys listener."""
 
@@ -84,6 +129,8 @@ class KeysApi:
         self._metrics = metrics
         self._refresher = refresher
         self._request_counters: dict[tuple[str, int], Counter] = {}
+        # Connections opened beyond SIDECAR_MAX_CONNECTIONS, filled by KeysServer.
+        self.over_limit: set[web.RequestHandler] = set()
         # route -> method -> handler. Routes without a token check are public.
         self._public: dict[str, dict[str, Handler]] = {
             "/healthz": {"GET": self.healthz, "HEAD": self.healthz},
@@ -105,6 +152,11 @@ class KeysApi:
     async def _dispatch(self, request: web.BaseRequest) -> tuple[str, web.StreamResponse]:
         headers = request.headers
         path = request.path
+        # Most requests have no body and an admitted connection, so they skip the await.
+        if request.body_exists or request.protocol in self.over_limit:
+            rejection = await self._admit(request)
+            if rejection is not None:
+                return self._route_label(path), rejection
         for name in HOP_HEADERS:
             if name in headers:
                 message = (
@@ -130,6 +182,11 @@ class KeysApi:
             message = f"method {request.method} is not allowed on {path}; expected {allowed}"
             return path, error_response(405, message, Allow=allowed)
         return path, await handler(request)
+
+    async def _admit(self, request: web.BaseRequest) -> web.Response | None:
+        if request.protocol in self.over_limit:
+            return _over_limit_response()
+        return await _read_body(request)
 
     def _check_token(self, presented: str | None) -> web.Response | None:
         expected = self._token
@@ -214,13 +271,9 @@ class KeysApi:
 
     async def verify(self, request: web.BaseRequest) -> web.StreamResponse:
         """Tell whether the key in the body is the current key, the previous one, or neither."""
-        length = request.content_length
-        if length is not None and length > MAX_BODY_BYTES:
-            return _body_too_large()
-        try:
-            body = await read_limited(request.content)
-        except BodyTooLargeError:
-            return _body_too_large()
+        # _dispatch has read the body already, at most MAX_BODY_SIZE bytes, so this
+        # returns the cached bytes.
+        body = await request.read()
         try:
             key = parse_verify_body(body)
         except InvalidBodyError as error:
@@ -312,9 +365,3 @@ def parse_wait(text: str) -> float | None:
 
 def _not_modified(etag: str) -> web.Response:
     return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-store"})
-
-
-def _body_too_large() -> web.Response:
-    return error_response(
-        413, f'the request body is larger than {MAX_BODY_BYTES} bytes; expected {{"key": ...}}'
-    )

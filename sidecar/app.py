@@ -14,11 +14,20 @@ from prometheus_client.exposition import choose_encoder
 from sidecar import __version__
 from sidecar.api import KeysApi
 from sidecar.cache import KeyCache
+from sidecar.listener import (
+    KEEPALIVE_TIMEOUT,
+    LINGERING_TIME,
+    MAX_FIELD_SIZE,
+    MAX_HEADERS,
+    MAX_LINE_SIZE,
+    KeysServer,
+    keys_socket,
+)
 from sidecar.metrics import Metrics
 from sidecar.output import OutputFile
 from sidecar.poller import Poller
 from sidecar.refresh import Refresher
-from sidecar.settings import Settings
+from sidecar.settings import Settings, is_loopback
 from sidecar.source import SecretSource
 
 log = structlog.get_logger("sidecar.app")
@@ -26,11 +35,6 @@ log = structlog.get_logger("sidecar.app")
 # In-flight requests get this long to finish after SIGTERM. ECS waits 30 s by
 # default (stopTimeout) before it sends SIGKILL.
 SHUTDOWN_TIMEOUT = 5.0
-# Idle keep-alive connections are closed after this many seconds.
-KEEPALIVE_TIMEOUT = 15.0
-# aiohttp's limits on the request line and on one header field, in bytes.
-MAX_LINE_SIZE = 4096
-MAX_FIELD_SIZE = 4096
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -43,7 +47,13 @@ async def run(settings: Settings, token: str | None) -> int:
     )
     async with source:
         status = await serve(settings, token, source)
-    log.info("shutdown.complete", exit_status=status)
+    # Every task should be finished by now. One still pending is a shutdown bug:
+    # asyncio.run() would cancel it without a trace, so it is logged by name.
+    current = asyncio.current_task()
+    pending = sorted(task.get_name() for task in asyncio.all_tasks() if task is not current)
+    if pending:
+        log.warning("shutdown.tasks_pending", tasks=pending)
+    log.info("shutdown.complete", exit_status=status, pending_tasks=len(pending))
     return status
 
 
@@ -119,15 +129,19 @@ async def start_listeners(
 
     Returns the runners to clean up at shutdown, or None when a bind failed.
     """
-    server = web.Server(
+    server = KeysServer(
         api.handle,
+        max_connections=settings.max_connections,
+        over_limit=api.over_limit,
         # A client that disconnects cancels its handler, so a long poll that nobody
         # waits for any more does not hold its place until the wait ends.
         handler_cancellation=True,
         access_log=None,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
+        lingering_time=LINGERING_TIME,
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
+        max_headers=MAX_HEADERS,
     )
     keys_runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await keys_runner.setup()
@@ -142,14 +156,30 @@ async def start_listeners(
         addresses.append((settings.metrics_host, settings.metrics_port))
 
     for runner, (host, port) in zip(runners, addresses, strict=True):
+        site: web.BaseSite
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            if runner is keys_runner:
+                # A socket of our own, because TCPSite cannot set the hop limit.
+                site = web.SockSite(runner, keys_socket(host, port))
+            else:
+                site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
         except OSError as error:
             # The errno text (address in use, permission denied) is the whole explanation.
             log.error("server.bind_failed", host=host, port=port, error=error.strerror)  # noqa: TRY400
             for started in runners:
                 await started.cleanup()
             return None
+    if not is_loopback(settings.host):
+        log.warning(
+            "sidecar.non_loopback_bind",
+            host=settings.host,
+            detail=(
+                "SIDECAR_ALLOW_NON_LOOPBACK=true: the keys listener accepts connections "
+                "from other hosts; its replies carry a hop limit of 1, so only hosts on "
+                "the same link receive them"
+            ),
+        )
     return runners
 
 
