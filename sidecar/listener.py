@@ -85,7 +85,7 @@ class KeysServer(web.Server):
     aiohttp calls ``connection_made`` and ``connection_lost`` once per TCP
     connection, so counting there costs nothing per request. The decision is taken
     once, when the connection opens: a connection opened while the limit was
-    reached is added to ``over_limit``, and the keys API answers each of its
+    reached is added to ``over_limit``, and the keys API replies to each of its
     requests with 429 and closes it. Connections admitted earlier are never
     affected, and each request pays one set lookup. The decision cannot wait for
     the request line, because then an admitted keep-alive connection could start
@@ -156,7 +156,7 @@ class KeysServer(web.Server):
 class KeysRequestHandler(web.RequestHandler):
     """aiohttp's connection protocol, with JSON replies to requests that fail to parse.
 
-    aiohttp answers a request it cannot parse with a text/plain 400 that quotes up
+    aiohttp replies to a request it cannot parse with a text/plain 400 that quotes up
     to 100 bytes of the offending line, and logs it at ERROR with a traceback.
     Here the reply is a JSON error that quotes nothing, an oversized line gets
     431, and the rejection is logged at DEBUG only, so that a local process cannot

@@ -23,7 +23,7 @@ from sidecar.listener import (
 )
 from sidecar.metrics import Metrics
 from sidecar.settings import load_settings
-from tests.helpers import TOKEN, HttpReply, SidecarProcess, wait_until
+from tests.helpers import TOKEN, HttpReply, SidecarProcess, http_request, wait_until
 from tools.emulator import free_port
 
 KEYS_REQUEST = (
@@ -133,22 +133,9 @@ def test_over_limit_counted_in_metrics(
 
     with admitted_connections(sidecar, 1), closing(connect(sidecar)) as extra:
         exchange(extra, KEYS_REQUEST)
-    metrics = http_get_text(sidecar.metrics_url())
+    metrics = http_request(sidecar.metrics_url()).body.decode()
 
     assert 'sidecar_requests_total{code="429",route="/v1/keys"} 1.0' in metrics
-
-
-def http_get_text(url: str) -> str:
-    """GET ``url`` and return the body as text."""
-    with closing(socket.create_connection(_address(url), timeout=READ_TIMEOUT)) as connection:
-        path = url.split("/", 3)[3]
-        reply = exchange(connection, f"GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    return reply.body.decode()
-
-
-def _address(url: str) -> tuple[str, int]:
-    host, port = url.split("/")[2].rsplit(":", 1)
-    return host, int(port)
 
 
 @pytest.mark.parametrize(
