@@ -1,11 +1,12 @@
 """The keys listener's socket and aiohttp server, hardened against hostile clients.
 
-Four limits apply before a request reaches the keys API:
+The limits set here:
 
 - A hop limit of 1 (IP_TTL, IPV6_UNICAST_HOPS) on the listening socket, which
   accepted sockets inherit, so that no router forwards a reply.
 - A connection limit: a connection opened while SIDECAR_MAX_CONNECTIONS others are
-  open is marked over the limit, and its requests get 429 (see ``KeysApi``).
+  open is marked over the limit, and ``KeysApi`` replies 429 to its requests.
+- A body limit of MAX_BODY_SIZE bytes, which ``KeysApi`` enforces with 413.
 - aiohttp's parser limits on the request line, header fields and header count.
   A request that breaks them gets a JSON 431 or 400 and the connection is closed.
 - aiohttp's keep-alive timer, which also bounds how long a client may take to
