@@ -7,6 +7,7 @@ import sys
 from typing import TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -19,6 +20,24 @@ _LEVELS = {
 # (SecretString included) at DEBUG, so library loggers stay at WARNING whatever
 # SIDECAR_LOG_LEVEL says.
 LIBRARY_LOG_LEVEL = logging.WARNING
+
+
+class ClientErrorFilter(logging.Filter):
+    """Drop aiohttp's records about requests that failed to parse.
+
+    aiohttp logs each one at ERROR with a traceback that quotes up to 100 bytes of
+    the request, so any client of the metrics listener, which the network can
+    reach, could fill the log with text of its choice. Such a request is the
+    client's fault, and the client still gets a 400 reply.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for a record whose exception is an HTTP parser error."""
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, HttpProcessingError)
+
+
+_CLIENT_ERROR_FILTER = ClientErrorFilter()
 
 
 def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> None:
@@ -55,3 +74,5 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LIBRARY_LOG_LEVEL)
+    # addFilter ignores a filter that is already installed.
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_ERROR_FILTER)

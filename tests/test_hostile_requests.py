@@ -242,6 +242,30 @@ def test_oversized_or_malformed_headers_rejected(
     assert [event["event"] for event in sidecar.log_events() if event["level"] != "info"] == []
 
 
+def test_metrics_listener_parse_errors_not_logged(
+    make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """Malformed requests to the metrics listener get 400 and leave no log line."""
+    sidecar = start_sidecar(make_secret(), metrics_port=-1)
+    requests = [
+        b"GET /metrics HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nContent-Length: aaaa\r\n\r\n",
+    ]
+
+    statuses = []
+    for request in requests:
+        with closing(
+            socket.create_connection(("127.0.0.1", sidecar.metrics_port), timeout=READ_TIMEOUT)
+        ) as connection:
+            statuses.append(exchange(connection, request).status)
+    scrape = http_request(sidecar.metrics_url())
+
+    assert statuses == [400, 400]
+    assert scrape.status == 200
+    assert "aaaa" not in sidecar.log_text()
+    assert [event["event"] for event in sidecar.log_events() if event["level"] != "info"] == []
+
+
 def test_slow_headers_cut_off(
     make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
 ) -> None:
