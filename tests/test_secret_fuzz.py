@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from sidecar.cache import KeyCache
@@ -226,6 +226,14 @@ def test_poll_loop_survives_fuzzed_secrets(
         suppress_health_check=[HealthCheck.too_slow],
     )
     @given(text=secret_strings)
+    # The hard cases always run, whatever hypothesis draws besides them.
+    @example(text='{"API_KEY_CURRENT": "\ud800"}')
+    @example(text='{"API_KEY_CURRENT": "\\udfff"}')
+    @example(text="[" * 30_000)
+    @example(text='{"API_KEY_CURRENT": ' + "9" * 5000 + "}")
+    @example(text='{"API_KEY_CURRENT": "a-key", "API_KEY_CURRENT": "b-key"}')
+    @example(text=pair_string(MARKER + "-padded", None).ljust(MAX_SECRET_BYTES))
+    @example(text=pair_string(MARKER + "-valid", MARKER + "-old"))
     def poll_fuzzed_value(text: str) -> None:
         good = cache.state.snapshot
         assert good is not None
