@@ -25,7 +25,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFLICT = 3
-# A key is at most 4096 characters; more input than this is not one key.
+# A key is at most 1024 characters; more input than this is not one key.
 MAX_STDIN_BYTES = 16_384
 RETRY_ATTEMPTS = 3
 

@@ -14,7 +14,9 @@ from sidecar.errors import InvalidSecretError
 
 # Secrets Manager stores at most 65,536 bytes in one SecretString.
 MAX_SECRET_BYTES = 65_536
-MAX_KEY_LENGTH = 4096
+# 1024 characters leave room for a key, fully JSON-escaped, in the 4096-byte
+# body that POST /v1/verify accepts, so every valid key can be verified.
+MAX_KEY_LENGTH = 1024
 KEY_RULE = f"1 to {MAX_KEY_LENGTH} visible ASCII characters (no spaces or control characters)"
 
 

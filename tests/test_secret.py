@@ -70,7 +70,7 @@ def test_custom_field_names() -> None:
         (json.dumps({CURRENT: KEY_A, PREVIOUS: True}), f"{PREVIOUS!r} is a boolean"),
         (json.dumps({CURRENT: "has space"}), f"{CURRENT!r} is invalid"),
         (json.dumps({CURRENT: "line\nbreak"}), f"{CURRENT!r} is invalid"),
-        (json.dumps({CURRENT: "x" * 4097}), f"{CURRENT!r} is invalid"),
+        (json.dumps({CURRENT: "x" * 1025}), f"{CURRENT!r} is invalid"),
         (json.dumps({CURRENT: "caf\u00e9"}), f"{CURRENT!r} is invalid"),
         ('{"API_KEY_CURRENT": "\\ud800"}', f"{CURRENT!r} is invalid"),
         (json.dumps({CURRENT: KEY_A, PREVIOUS: " "}), f"{PREVIOUS!r} is invalid"),

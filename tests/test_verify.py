@@ -170,3 +170,19 @@ def test_verify_after_rotation_uses_new_pair(
     assert verify(sidecar, new_key).json()["matched"] == "current"
     assert verify(sidecar, CURRENT_KEY).json()["matched"] == "previous"
     assert verify(sidecar, PREVIOUS_KEY).json()["valid"] is False
+
+
+def test_verify_longest_escaped_key(
+    make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """A key of the maximum length, every character JSON-escaped, fits the body limit."""
+    from sidecar.secret import MAX_KEY_LENGTH  # noqa: PLC0415
+
+    longest = '"\\' * (MAX_KEY_LENGTH // 2)
+    sidecar = start_sidecar(make_secret(pair_string(longest, None)))
+
+    reply = verify(sidecar, longest)
+
+    assert len(longest) == MAX_KEY_LENGTH
+    assert reply.status == 200
+    assert reply.json() == {"valid": True, "matched": "current"}
