@@ -14,9 +14,11 @@ import asyncio
 import hmac
 import json
 import math
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import structlog
 from aiohttp import web
 
 from sidecar.cache import KeyCache
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from prometheus_client.metrics import Counter
 
     from sidecar.metrics import Metrics
+
+log = structlog.get_logger("sidecar.api")
 
 TOKEN_HEADER = "X-Sidecar-Token"  # noqa: S105 - a header name, not a secret
 # Headers that only a proxy adds. The keys are for the containers of this task,
@@ -145,7 +149,19 @@ class KeysApi:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Handle one request and count it by route and status code."""
-        route, response = await self._dispatch(request)
+        try:
+            route, response = await self._dispatch(request)
+        except (asyncio.CancelledError, web.HTTPException):
+            raise
+        except Exception as error:  # noqa: BLE001 - the last line of defence, logged below
+            # A bug must not turn into aiohttp's plain-text 500 with a traceback:
+            # reply in JSON, count it, and log the class and the raising line. The
+            # message and traceback are not logged, because they may quote request data.
+            route = self._route_label(request.path)
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+            log.error("request.failed", route=route, error=type(error).__name__, where=where)  # noqa: TRY400
+            response = error_response(500, "internal error; see the sidecar log")
         self._count(route, response.status)
         return response
 

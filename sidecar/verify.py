@@ -33,7 +33,10 @@ def parse_verify_body(body: bytes) -> str:
         msg = f"the request body is empty; {ACCEPTED_BODY}"
         raise InvalidBodyError(msg)
     try:
-        document = json.loads(body)
+        document = json.loads(body, object_pairs_hook=_reject_duplicate_fields)
+    except RecursionError:
+        msg = f"the request body is nested too deeply; {ACCEPTED_BODY}"
+        raise InvalidBodyError(msg) from None
     except UnicodeDecodeError:
         msg = f"the request body is not UTF-8 text; {ACCEPTED_BODY}"
         raise InvalidBodyError(msg) from None
@@ -60,6 +63,16 @@ def parse_verify_body(body: bytes) -> str:
         msg = f'the field "key" is an empty string; {ACCEPTED_BODY}'
         raise InvalidBodyError(msg)
     return key
+
+
+def _reject_duplicate_fields(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        # json.loads would keep the last value silently; the secret parser rejects
+        # duplicates too. Names are not quoted, because a caller may put a key in one.
+        msg = f"the request body has a duplicate field name; {ACCEPTED_BODY}"
+        raise InvalidBodyError(msg)
+    return document
 
 
 def json_type(value: object) -> str:

@@ -186,3 +186,19 @@ def test_verify_longest_escaped_key(
     assert len(longest) == MAX_KEY_LENGTH
     assert reply.status == 200
     assert reply.json() == {"valid": True, "matched": "current"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected_error"),
+    [
+        (b"[" * 3000, "nested too deeply"),
+        (b'{"key": "a", "key": "b"}', "duplicate field name"),
+    ],
+)
+def test_verify_hostile_body_400(sidecar: SidecarProcess, body: bytes, expected_error: str) -> None:
+    """Deep nesting and duplicate fields get a JSON 400, not a 500."""
+    reply = post(sidecar, "/v1/verify", body)
+
+    assert reply.status == 400
+    assert expected_error in reply.json()["error"]
+    assert "request.failed" not in sidecar.log_text()
