@@ -100,8 +100,12 @@ async def serve(settings: Settings, token: str | None, source: SecretSource) -> 
         await asyncio.wait({poll_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         log.info("shutdown.started")
+        # A second SIGTERM or SIGINT during the drain (Ctrl-C in a terminal sends
+        # SIGINT to the whole group, then a supervisor may send SIGTERM) must not
+        # kill the process with the default handler. These handlers only log, and
+        # asyncio.run() removes them when it closes the loop.
         for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, _log_repeated_signal, signum)
         # 1. Answer waiting long polls at once; they could otherwise hold the
         #    shutdown for up to SHUTDOWN_TIMEOUT.
         api.close()
@@ -120,6 +124,10 @@ async def serve(settings: Settings, token: str | None, source: SecretSource) -> 
         log.error("poller.crashed", error=repr(poll_task.exception()))
         return 1
     return 0
+
+
+def _log_repeated_signal(signum: int) -> None:
+    log.info("shutdown.signal_ignored", signal=signal.Signals(signum).name)
 
 
 async def start_listeners(

@@ -65,10 +65,11 @@ class PollResult:
 
 
 class _FailureStreak:
-    """Consecutive failed polls, logged once per streak and reason instead of once per retry."""
+    """Consecutive failed polls with one reason and failing version, logged once."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, failing_version: str | None) -> None:
         self.reason = reason
+        self.failing_version = failing_version
         self.count = 0
         self.started = time.monotonic()
 
@@ -162,6 +163,7 @@ class Poller:
         the failure.
         """
         started = time.perf_counter()
+        value = None
         try:
             value = await self._source.fetch()
             current = self._cache.state.snapshot
@@ -173,7 +175,10 @@ class Poller:
         except Exception as error:
             failure = classify_error(error)
             self._metrics.poll_duration.observe(time.perf_counter() - started)
-            self._record_failure(failure)
+            # The version that failed to load, when the reply arrived but its value
+            # was invalid; a new invalid version then starts a new streak.
+            failing_version = value.version_id if value is not None else None
+            self._record_failure(failure, failing_version)
             raise failure from error
         self._metrics.poll_duration.observe(time.perf_counter() - started)
 
@@ -269,7 +274,7 @@ class Poller:
                 "secret.reloaded", version_id=version, previous_version_id=previous_version
             )
 
-    def _record_failure(self, failure: PollError) -> None:
+    def _record_failure(self, failure: PollError, failing_version: str | None) -> None:
         self._metrics.polls.labels(outcome="error").inc()
         self._metrics.poll_errors.labels(reason=failure.reason).inc()
         self._cache.record_failure(failure.error_class)
@@ -277,8 +282,12 @@ class Poller:
             self._metrics.keys_stale.set(1)
 
         streak = self._streak
-        if streak is None or streak.reason != failure.reason:
-            streak = self._streak = _FailureStreak(failure.reason)
+        if (
+            streak is None
+            or streak.reason != failure.reason
+            or streak.failing_version != failing_version
+        ):
+            streak = self._streak = _FailureStreak(failure.reason, failing_version)
             first = True
         else:
             first = False
@@ -290,6 +299,8 @@ class Poller:
             "attempt": streak.count,
             "serving_version_id": _served_version(self._cache),
         }
+        if failing_version is not None:
+            fields["failing_version_id"] = failing_version
         if failure.reason != "credentials":
             # Credential provider messages can quote the provider's reply, so
             # they are not logged. AWS error messages name ARNs, never values.

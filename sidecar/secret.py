@@ -40,13 +40,20 @@ def is_valid_key(value: str) -> bool:
     return all("!" <= char <= "~" for char in value)
 
 
+def _reject_constant(name: str) -> None:
+    # json.loads accepts NaN, Infinity and -Infinity, which are not JSON (RFC 8259).
+    msg = f"the secret is not valid JSON: {name} is not a JSON number"
+    raise InvalidSecretError(msg)
+
+
 def _reject_duplicate_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, value in pairs:
         if name in result:
             # json.loads would keep the last value silently, so two writers could
-            # disagree about which key is current.
-            msg = f"the secret has the field {name!r} more than once"
+            # disagree about which key is current. The name is not quoted: a
+            # mistaken edit may have put a key where a field name belongs.
+            msg = "the secret has a field name more than once"
             raise InvalidSecretError(msg)
         result[name] = value
     return result
@@ -84,7 +91,9 @@ def _load_object(text: str) -> dict[str, Any]:
         msg = f"the secret is larger than {MAX_SECRET_BYTES} bytes"
         raise InvalidSecretError(msg)
     try:
-        document = json.loads(text, object_pairs_hook=_reject_duplicate_fields)
+        document = json.loads(
+            text, object_pairs_hook=_reject_duplicate_fields, parse_constant=_reject_constant
+        )
     except RecursionError:
         msg = "the secret is not valid JSON: nested too deeply"
         raise InvalidSecretError(msg) from None

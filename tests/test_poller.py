@@ -193,3 +193,32 @@ def test_secret_binary_invalid(
 
     assert_last_pair_served(sidecar)
     assert "SecretBinary" in failures_logged(sidecar, "invalid_secret")[0]["detail"]
+
+
+def test_each_invalid_version_logged(
+    make_secret: Callable[..., str],
+    start_sidecar: Callable[..., SidecarProcess],
+    secrets_client: Any,
+) -> None:
+    """Each new invalid version gets its own warning, naming that version and its problem."""
+    secret_id = make_secret()
+    sidecar = start_sidecar(secret_id)
+    written = []
+
+    def failure_logged_for(version: str) -> bool:
+        events = failures_logged(sidecar, "invalid_secret")
+        return any(event.get("failing_version_id") == version for event in events)
+
+    for broken in ("{not json", '{"API_KEY_PREVIOUS": "x"}', pair_string("has space")):
+        reply = secrets_client.put_secret_value(SecretId=secret_id, SecretString=broken)
+        written.append(reply["VersionId"])
+        wait_until(lambda: failure_logged_for(written[-1]), timeout=10)
+    warnings = [
+        event for event in failures_logged(sidecar, "invalid_secret") if event["level"] == "warning"
+    ]
+
+    assert [event["failing_version_id"] for event in warnings] == written
+    assert "not valid JSON" in warnings[0]["detail"]
+    assert "no field 'API_KEY_CURRENT'" in warnings[1]["detail"]
+    assert "'API_KEY_CURRENT' is invalid" in warnings[2]["detail"]
+    assert_last_pair_served(sidecar)

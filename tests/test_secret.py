@@ -117,3 +117,23 @@ def test_format_round_trips() -> None:
     pair = KeyPair(current=KEY_A, previous=None)
 
     assert parse(format_secret_string(pair, CURRENT, PREVIOUS)) == pair
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_constants_rejected(constant: str) -> None:
+    """NaN and Infinity, which json.loads accepts, are not JSON and make the secret invalid."""
+    text = f'{{"{CURRENT}": "{KEY_A}", "padding": {constant}}}'
+
+    with pytest.raises(InvalidSecretError, match="is not a JSON number"):
+        parse(text)
+
+
+def test_duplicate_field_name_not_quoted() -> None:
+    """The duplicate-field error does not quote the name, which might be a misplaced key."""
+    text = f'{{"{KEY_B}": 1, "{KEY_B}": 2, "{CURRENT}": "{KEY_A}"}}'
+
+    with pytest.raises(InvalidSecretError) as raised:
+        parse(text)
+
+    assert "more than once" in str(raised.value)
+    assert KEY_B not in str(raised.value)
