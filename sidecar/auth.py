@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from sidecar.errors import SettingsError
-from sidecar.settings import PREFIX, Settings, token_problem
+from sidecar.settings import MAX_TOKEN_LENGTH, PREFIX, Settings, token_problem
 
 TOKEN_FILE_MODE = 0o640
 # 32 random bytes, 43 URL-safe characters.
 TOKEN_BYTES = 32
+# A token is at most MAX_TOKEN_LENGTH characters; room for a line break and spaces.
+MAX_TOKEN_FILE_BYTES = MAX_TOKEN_LENGTH + 64
 
 
 def resolve_token(settings: Settings) -> str | None:
@@ -29,15 +32,40 @@ def resolve_token(settings: Settings) -> str | None:
     return None
 
 
+def check_token_source(settings: Settings) -> None:
+    """Raise SettingsError if the token file cannot be read, or created where it is missing.
+
+    Unlike ``resolve_token``, this writes nothing, so ``sidecar check-config`` can
+    run it.
+    """
+    path = settings.token_file
+    if path is None:
+        return
+    if path.exists():
+        load_or_create_token_file(path)
+        return
+    directory = path.parent
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        msg = (
+            f"{PREFIX}TOKEN_FILE: cannot create {str(path)!r}: {str(directory)!r} is not a "
+            "writable directory; expected a path in a writable directory, such as a volume "
+            "shared with the application"
+        )
+        raise SettingsError([msg])
+
+
 def load_or_create_token_file(path: Path) -> str:
     """Read the token from ``path``, or create the file with a new token if it is missing."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_small_file(path)
     except FileNotFoundError:
         return _create_token_file(path)
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         msg = f"{PREFIX}TOKEN_FILE: cannot read {str(path)!r}: {reason}; expected a readable file"
+        raise SettingsError([msg]) from None
+    except ValueError as error:
+        msg = f"{PREFIX}TOKEN_FILE: cannot read {str(path)!r}: {error}"
         raise SettingsError([msg]) from None
     token = text.strip()
     problem = token_problem(token)
@@ -49,6 +77,23 @@ def load_or_create_token_file(path: Path) -> str:
         )
         raise SettingsError([msg])
     return token
+
+
+def _read_small_file(path: Path) -> str:
+    """Read a regular file of at most MAX_TOKEN_FILE_BYTES; raise ValueError otherwise."""
+    # O_NONBLOCK keeps open() from blocking on a FIFO, which is then rejected below.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            msg = "not a regular file; expected a file that contains the token"
+            raise ValueError(msg)
+        data = os.read(descriptor, MAX_TOKEN_FILE_BYTES + 1)
+    finally:
+        os.close(descriptor)
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        msg = f"larger than {MAX_TOKEN_FILE_BYTES} bytes; expected a file with only the token"
+        raise ValueError(msg)
+    return data.decode("utf-8")
 
 
 def _create_token_file(path: Path) -> str:

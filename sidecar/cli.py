@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import http.client
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 
 from sidecar import __version__, keygen, rotate
 from sidecar.errors import SettingsError
+from sidecar.region import MISSING_REGION
 from sidecar.settings import Settings, load_settings
 
 EXIT_OK = 0
@@ -76,24 +78,24 @@ def report_settings_error(error: SettingsError) -> int:
 
 def check_config(settings: Settings) -> int:
     """Print the effective settings, the token masked, and the AWS region in use."""
+    from sidecar.auth import check_token_source  # noqa: PLC0415
     from sidecar.source import SecretSource  # noqa: PLC0415 - botocore loads slowly
 
     rows = settings.describe()
     region = SecretSource(settings.secret_id, connect_timeout=1, read_timeout=1).region()
-    rows.append(("AWS region (botocore)", region or "(not set)"))
+    rows.append(("AWS region", region or "(not set)"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
-    if region is None:
-        return report_settings_error(SettingsError([_MISSING_REGION]))
+    problems = [] if region is not None else [MISSING_REGION]
+    try:
+        check_token_source(settings)
+    except SettingsError as error:
+        problems.extend(error.problems)
+    if problems:
+        return report_settings_error(SettingsError(problems))
     print("settings are valid")
     return EXIT_OK
-
-
-_MISSING_REGION = (
-    "AWS_REGION: missing; expected the region of the secret, for example us-east-1 "
-    "(ECS sets it in every task; set it by hand elsewhere)"
-)
 
 
 def run(settings: Settings) -> int:
@@ -105,7 +107,7 @@ def run(settings: Settings) -> int:
 
     problems = []
     if SecretSource(settings.secret_id, connect_timeout=1, read_timeout=1).region() is None:
-        problems.append(_MISSING_REGION)
+        problems.append(MISSING_REGION)
     try:
         token = resolve_token(settings)
     except SettingsError as error:
@@ -128,19 +130,30 @@ def healthcheck(environ: Mapping[str, str]) -> int:
         report_settings_error(error)
         return EXIT_FAILURE
     connection = http.client.HTTPConnection(host, port, timeout=HEALTHCHECK_TIMEOUT)
+    # The socket timeout bounds each read, not the whole exchange, so a server that
+    # trickles bytes could hold the check for long. An interval timer bounds it all.
+    previous_handler = signal.signal(signal.SIGALRM, _raise_timeout)
+    signal.setitimer(signal.ITIMER_REAL, HEALTHCHECK_TIMEOUT)
     try:
         connection.request("GET", "/readyz")
         response = connection.getresponse()
         body = response.read(1024).decode("utf-8", "replace")
-    except OSError as error:
+    except (OSError, http.client.HTTPException) as error:
         print(
             f"sidecar healthcheck: cannot reach http://{host}:{port}/readyz: {error}",
             file=sys.stderr,
         )
         return EXIT_FAILURE
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
         connection.close()
     if response.status != 200:
         print(f"sidecar healthcheck: /readyz returned {response.status}: {body}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _raise_timeout(_signum: int, _frame: object) -> None:
+    msg = f"no complete reply within {HEALTHCHECK_TIMEOUT:g} s"
+    raise TimeoutError(msg)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TextIO
 
 from sidecar.errors import RotationError, SettingsError
+from sidecar.region import MISSING_REGION, resolve_region
 from sidecar.settings import RotationSettings, load_rotation_settings
 
 if TYPE_CHECKING:
@@ -203,13 +204,12 @@ def _create_client(settings: RotationSettings) -> SecretsManagerClient:
         # and Rotator.promote distinguishes a lost reply from a real conflict.
         retries={"mode": "standard", "total_max_attempts": RETRY_ATTEMPTS},
     )
+    session = botocore.session.get_session()
+    resolve_region(session)
     try:
-        client: SecretsManagerClient = botocore.session.get_session().create_client(
-            "secretsmanager", config=config
-        )
+        client: SecretsManagerClient = session.create_client("secretsmanager", config=config)
     except NoRegionError:
-        msg = "AWS_REGION: missing; expected the region of the secret, for example us-east-1"
-        raise RotationError(msg, EXIT_USAGE) from None
+        raise RotationError(MISSING_REGION, EXIT_USAGE) from None
     return client
 
 

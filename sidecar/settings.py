@@ -164,19 +164,23 @@ class _Reader:
 
         return self.parsed(name, default, parse, accepted)
 
+    def integer(self, name: str, default: int, low: int, high: int, accepted: str) -> int:
+        def parse(text: str) -> int | None:
+            # str.isdigit() also accepts digits such as "²" or Arabic-Indic ones,
+            # which int() rejects or reads differently, so only ASCII digits pass.
+            if not (text.isascii() and text.isdigit()):
+                return None
+            number = int(text)
+            return number if low <= number <= high else None
+
+        return self.parsed(name, default, parse, accepted)
+
     def port(self, name: str, default: int, *, allow_zero: bool) -> int:
         low = 0 if allow_zero else 1
         accepted = f"an integer port from {low} to 65535" + (
             " (0 turns it off)" if allow_zero else ""
         )
-
-        def parse(text: str) -> int | None:
-            if not text.isdigit():
-                return None
-            number = int(text)
-            return number if low <= number <= 65535 else None
-
-        return self.parsed(name, default, parse, accepted)
+        return self.integer(name, default, low, 65535, accepted)
 
     def boolean(self, name: str, *, default: bool) -> bool:
         def parse(text: str) -> bool | None:
@@ -238,10 +242,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     allow_non_loopback = read.boolean("ALLOW_NON_LOOPBACK", default=False)
     metrics_host = read.address("METRICS_HOST", DEFAULT_METRICS_HOST)
     metrics_port = read.port("METRICS_PORT", DEFAULT_METRICS_PORT, allow_zero=True)
-    max_connections = int(
-        read.number(
-            "MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 100_000, "an integer from 1 to 100000"
-        )
+    max_connections = read.integer(
+        "MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 100_000, "an integer from 1 to 100000"
     )
 
     token = _read_token(read)
@@ -402,7 +404,12 @@ def _cross_field_problems(settings: Settings, *, token_set: bool) -> list[str]:
             f"{PREFIX}TOKEN, or set {PREFIX}REQUIRE_TOKEN=false for local development only"
         )
     output_file = settings.output_file
-    if output_file is not None and output_file == token_file:
+    # resolve() follows symbolic links, so two spellings of one file are caught too.
+    if (
+        output_file is not None
+        and token_file is not None
+        and output_file.resolve() == token_file.resolve()
+    ):
         problems.append(
             f"{PREFIX}OUTPUT_FILE: {str(output_file)!r} is also {PREFIX}TOKEN_FILE; expected "
             "a different path, because the key file is rewritten on every rotation"

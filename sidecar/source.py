@@ -14,6 +14,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore import exceptions as botocore_errors
 
 from sidecar.errors import InvalidSecretError, PollError
+from sidecar.region import resolve_region
 
 # The closed set of failure reasons used in logs and in sidecar_poll_errors_total.
 REASONS = (
@@ -90,6 +91,7 @@ class SecretSource:
     ) -> None:
         self.secret_id = secret_id
         self._session = session or get_session()
+        resolve_region(self._session)
         self._config = AioConfig(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -100,8 +102,7 @@ class SecretSource:
 
     def region(self) -> str | None:
         """Return the region that botocore resolved from the environment, if any."""
-        region: str | None = self._session.get_config_variable("region")
-        return region
+        return resolve_region(self._session)
 
     async def __aenter__(self) -> Self:
         try:

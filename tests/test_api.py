@@ -207,3 +207,63 @@ def test_no_token_mode_serves_without_header(
 
     assert sidecar.get("/v1/keys", token=False).status == 200
     assert sidecar.events_named("sidecar.token_disabled")
+
+
+def test_second_signal_during_drain_ignored(
+    make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """A second SIGTERM while a request is draining is logged and the exit stays clean."""
+    import signal  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    sidecar = start_sidecar(make_secret())
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=10) as client:
+        # A verify request whose body never arrives stays in flight during the drain.
+        client.sendall(
+            b"POST /v1/verify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"X-Sidecar-Token: {TOKEN}\r\n".encode()
+            + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"key"'
+        )
+        wait_until(lambda: sidecar.process is not None and sidecar.process.poll() is None, 5)
+        sidecar.signal(signal.SIGTERM)
+        wait_until(lambda: sidecar.events_named("shutdown.started"), timeout=5)
+        sidecar.signal(signal.SIGTERM)
+
+        status = sidecar.wait_exit(timeout=20)
+
+    assert status == 0
+    assert sidecar.events_named("shutdown.signal_ignored")[0]["signal"] == "SIGTERM"
+    assert sidecar.events_named("shutdown.complete")
+
+
+def test_healthcheck_trickling_server_exit_1() -> None:
+    """A server that sends its reply one byte at a time cannot hold the health check."""
+    import socket  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(1024)
+            # At most 40 bytes over 20 s, then the thread ends by itself.
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n":
+                if stop.is_set():
+                    return
+                connection.sendall(bytes([byte]))
+                time.sleep(0.5)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        result = run_healthcheck(port)
+    finally:
+        stop.set()
+        listener.close()
+
+    assert result.returncode == 1
+    assert "no complete reply within 1.5 s" in result.stderr

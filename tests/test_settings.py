@@ -63,6 +63,10 @@ def test_fractional_interval_accepted() -> None:
         ("SIDECAR_BACKOFF_MAX", "1e9", "at most 3600"),
         ("SIDECAR_PORT", "70000", "an integer port from 1 to 65535"),
         ("SIDECAR_PORT", "80a", "an integer port from 1 to 65535"),
+        ("SIDECAR_PORT", "\u00b2", "an integer port from 1 to 65535"),
+        ("SIDECAR_PORT", "\u0668\u0669\u0661\u0660", "an integer port from 1 to 65535"),
+        ("SIDECAR_MAX_CONNECTIONS", "1.5", "an integer from 1 to 100000"),
+        ("SIDECAR_MAX_CONNECTIONS", "1e3", "an integer from 1 to 100000"),
         ("SIDECAR_METRICS_PORT", "-1", "(0 turns it off)"),
         ("SIDECAR_HOST", "localhost", "an IPv4 or IPv6 address"),
         ("SIDECAR_REQUIRE_TOKEN", "maybe", "true or false"),
@@ -306,3 +310,70 @@ def test_check_config_invalid_exit_2(tmp_path: Path) -> None:
     assert (
         "SIDECAR_LOG_FORMAT: invalid value 'yaml'; expected one of json, console" in result.stderr
     )
+
+
+def test_check_config_rejects_bad_token_file(tmp_path: Path) -> None:
+    """check-config fails like a start would when the token file cannot be used."""
+    cases = {
+        "a directory": tmp_path,
+        "a device": Path("/dev/zero"),
+        "a short token": tmp_path / "short",
+        "a missing directory": tmp_path / "missing" / "token",
+    }
+    (tmp_path / "short").write_text("short\n")
+    for case, path in cases.items():
+        env = {
+            "SIDECAR_SECRET_ID": "s",
+            "SIDECAR_TOKEN_FILE": str(path),
+            **client_environment("http://127.0.0.1:9"),
+        }
+
+        result = run_cli("check-config", env=env, cwd=tmp_path)
+
+        assert result.returncode == 2, case
+        assert "SIDECAR_TOKEN_FILE" in result.stderr, case
+        assert "settings are valid" not in result.stdout, case
+
+
+def test_check_config_writes_no_token_file(tmp_path: Path) -> None:
+    """check-config accepts a token file that a start would create, without creating it."""
+    token_file = tmp_path / "token"
+    env = {
+        "SIDECAR_SECRET_ID": "s",
+        "SIDECAR_TOKEN_FILE": str(token_file),
+        **client_environment("http://127.0.0.1:9"),
+    }
+
+    result = run_cli("check-config", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0
+    assert not token_file.exists()
+
+
+def test_aws_region_alone_is_enough(tmp_path: Path) -> None:
+    """AWS_REGION, which ECS sets and botocore ignores, is used when AWS_DEFAULT_REGION is unset."""
+    env = {**MINIMAL, **client_environment("http://127.0.0.1:9")}
+    del env["AWS_DEFAULT_REGION"]
+    env["AWS_REGION"] = "eu-west-3"
+
+    result = run_cli("check-config", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0
+    assert "eu-west-3" in result.stdout
+
+
+def test_output_file_through_link_is_token_file(tmp_path: Path) -> None:
+    """An output path that reaches the token file through a symbolic link is rejected."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    environ = {
+        "SIDECAR_SECRET_ID": "s",
+        "SIDECAR_TOKEN_FILE": str(tmp_path / "real" / "token"),
+        "SIDECAR_OUTPUT_FILE": str(tmp_path / "link" / "token"),
+    }
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings(environ)
+
+    assert len(raised.value.problems) == 1
+    assert "is also SIDECAR_TOKEN_FILE" in raised.value.problems[0]
