@@ -5,8 +5,8 @@ problems are collected and reported together, each naming the variable, the valu
 received and what is accepted. Token values are never echoed.
 
 Region, credentials and the Secrets Manager endpoint are not settings of the
-sidecar: botocore reads them from AWS_REGION, the ECS container credentials
-provider and AWS_ENDPOINT_URL_SECRETS_MANAGER.
+sidecar: they come from AWS_DEFAULT_REGION or AWS_REGION (see region.py), the
+ECS container credentials provider and AWS_ENDPOINT_URL_SECRETS_MANAGER.
 """
 
 from __future__ import annotations
