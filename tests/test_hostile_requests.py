@@ -372,3 +372,23 @@ def test_listening_socket_hop_limit(host: str, level: int, option: int) -> None:
 
     assert default != HOP_LIMIT
     assert value == HOP_LIMIT
+
+
+def test_compressed_body_not_decoded(
+    make_secret: Callable[..., str], start_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """A body sent as gzip that is not gzip gets a JSON 400, and nothing is logged above debug."""
+    sidecar = start_sidecar(make_secret())
+    body = b"this is not gzip"
+    request = (
+        f"POST /v1/verify HTTP/1.1\r\nHost: x\r\nX-Sidecar-Token: {TOKEN}\r\n"
+        f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    with closing(connect(sidecar)) as connection:
+        reply = exchange(connection, request)
+    sidecar.stop()
+
+    assert reply.status == 400
+    assert "not valid JSON" in reply.json()["error"]
+    assert [event for event in sidecar.log_events() if event["level"] in {"warning", "error"}] == []
