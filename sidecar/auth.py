@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 from sidecar.errors import SettingsError
+from sidecar.files import fsync_directory
 from sidecar.settings import MAX_TOKEN_LENGTH, PREFIX, Settings, token_problem
 
 TOKEN_FILE_MODE = 0o640
@@ -123,14 +124,5 @@ def _create_token_file(path: Path) -> str:
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink()
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return token
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from sidecar.cache import CacheState
+from sidecar.files import fsync_directory
 
 log = structlog.get_logger("sidecar.output")
 
@@ -83,15 +84,4 @@ def write_atomically(path: Path, content: bytes) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename durable. Some file systems do not allow opening a
-    # directory for this, which only weakens durability, so errors are ignored.
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    fsync_directory(path.parent)
