@@ -35,7 +35,8 @@ EXIT_CODES = f"""exit status:
   {EXIT_FAILURE}  AWS or other failure; the secret was not changed, or the rotation can be
      finished by running again with the same --client-request-token
   {EXIT_USAGE}  invalid arguments, settings, new key, or a secret that is not a valid pair
-  {EXIT_CONFLICT}  another rotation changed the secret or is in progress; this run moved nothing
+  {EXIT_CONFLICT}  another rotation changed the secret or is in progress, or AWSCURRENT was written
+     less than the safe delay ago (see --force); this run moved nothing
 """
 
 
@@ -68,6 +69,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dry-run", action="store_true", help="read and validate everything, write nothing"
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            "rotate even if AWSCURRENT was written less than the safe delay (the same "
+            "delay as safe_after) ago; clients that still use its previous key lose it"
+        ),
+    )
+    parser.add_argument(
         "--client-request-token",
         metavar="TOKEN",
         help=(
@@ -83,6 +92,7 @@ def main(
 ) -> int:
     """Run ``sidecar rotate`` and return its exit status."""
     from sidecar.rotation import (  # noqa: PLC0415 - botocore loads slowly; other commands skip it
+        CurrentTooRecentError,
         RotationResult,
         Rotator,
         SecretFields,
@@ -102,6 +112,8 @@ def main(
         _error(f"--client-request-token: invalid value {token!r}; expected {accepted}")
         return EXIT_USAGE
 
+    delay = safe_delay(settings)
+    rotator: Rotator | None = None
     try:
         new_key = read_key(stdin or sys.stdin) if arguments.new_key_stdin else None
         client = _create_client(settings)
@@ -110,10 +122,21 @@ def main(
             arguments.secret_id,
             SecretFields(current=settings.current_field, previous=settings.previous_field),
         )
-        result: RotationResult = rotator.rotate(token, new_key, dry_run=arguments.dry_run)
+        result: RotationResult = rotator.rotate(
+            token,
+            new_key,
+            dry_run=arguments.dry_run,
+            min_current_age=timedelta(0) if arguments.force else delay,
+        )
+    except CurrentTooRecentError as error:
+        # format_time drops the fraction of a second; one more second keeps the time late.
+        retry_at = format_time(datetime.now(UTC) + error.wait + timedelta(seconds=1))
+        _error(f"{error}. Rotate again after {retry_at}, or pass --force to rotate now anyway")
+        return error.exit_status
     except RotationError as error:
         _error(str(error))
-        if error.exit_status == EXIT_FAILURE and not arguments.dry_run:
+        # Before the first write the secret is unchanged, so a plain rerun is a retry.
+        if error.exit_status == EXIT_FAILURE and rotator is not None and rotator.write_attempted:
             _error(
                 f"to retry this rotation without starting a second one, run the same command "
                 f"with --client-request-token {token}"
@@ -121,7 +144,7 @@ def main(
         return error.exit_status
 
     finished = result.outcome != "dry_run"
-    safe_after = format_time(datetime.now(UTC) + safe_delay(settings)) if finished else None
+    safe_after = format_time(datetime.now(UTC) + delay) if finished else None
     if arguments.json:
         document = {
             "version_id": result.version_id if finished else None,

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hmac
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from botocore import exceptions as botocore_errors
@@ -47,11 +49,25 @@ MAX_TOKEN_LENGTH = 64
 
 @dataclass(frozen=True, slots=True)
 class Version:
-    """One version of the secret: its id, its staging labels and its SecretString."""
+    """One version of the secret: its id, its staging labels and its SecretString.
+
+    ``created`` is the version's CreatedDate, the time it was written. ``read_at``
+    is the Date header of the reply that returned it, so the age of the version
+    can be computed on Secrets Manager's clock rather than the local one.
+    """
 
     version_id: str
     stages: tuple[str, ...]
     secret_string: str | None
+    created: datetime | None = None
+    read_at: datetime | None = None
+
+    def age(self) -> timedelta | None:
+        """Return how long ago the version was written, or None when CreatedDate is missing."""
+        if self.created is None:
+            return None
+        now = self.read_at if self.read_at is not None else datetime.now(UTC)
+        return now - self.created
 
     def __repr__(self) -> str:
         return f"Version(version_id={self.version_id!r}, stages={self.stages!r})"
@@ -77,6 +93,18 @@ class RotationResult:
 
     version_id: str
     outcome: str
+
+
+class CurrentTooRecentError(RotationConflictError):
+    """Raised when AWSCURRENT replaced another version less than the minimum age ago.
+
+    ``wait`` is the time left until the AWSCURRENT version reaches that age.
+    ``sidecar rotate`` exits with 3.
+    """
+
+    def __init__(self, message: str, wait: timedelta) -> None:
+        self.wait = wait
+        super().__init__(message)
 
 
 def new_request_token() -> str:
@@ -134,11 +162,28 @@ _BOTOCORE_ERRORS = (botocore_errors.ClientError, botocore_errors.BotoCoreError)
 
 def _version_from_reply(reply: dict[str, Any]) -> Version:
     secret_string = reply.get("SecretString")
+    created = reply.get("CreatedDate")
     return Version(
         version_id=str(reply["VersionId"]),
         stages=tuple(reply.get("VersionStages") or ()),
         secret_string=secret_string if isinstance(secret_string, str) else None,
+        created=created if isinstance(created, datetime) else None,
+        read_at=_reply_date(reply),
     )
+
+
+def _reply_date(reply: dict[str, Any]) -> datetime | None:
+    """Return the time in the reply's Date header, or None when it is missing or invalid."""
+    headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    text = headers.get("date")
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    # An HTTP date is always GMT; a naive result means the header gave the zone as -0000.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def parse_version(version: Version, fields: SecretFields, label: str) -> KeyPair:
@@ -212,6 +257,10 @@ class Rotator:
         self.client = client
         self.secret_id = secret_id
         self.fields = fields
+        # Set before the first PutSecretValue or UpdateSecretVersionStage call: from
+        # then on a failed run may have changed the secret, and a retry should reuse
+        # the same client request token.
+        self.write_attempted = False
 
     def read_stage(self, stage: str) -> Version | None:
         """Return the version that has the label ``stage``, or None when no version has it."""
@@ -275,6 +324,7 @@ class Rotator:
         }
         if rotation_token is not None:
             parameters["RotationToken"] = rotation_token
+        self.write_attempted = True
         try:
             self.client.put_secret_value(**parameters)
         except _BOTOCORE_ERRORS as error:
@@ -285,6 +335,7 @@ class Rotator:
 
         Secrets Manager moves AWSPREVIOUS to ``expected_current`` in the same call.
         """
+        self.write_attempted = True
         try:
             self.client.update_secret_version_stage(
                 SecretId=self.secret_id,
@@ -325,20 +376,28 @@ class Rotator:
             return
 
     def rotate(
-        self, token: str, new_key: str | None = None, *, dry_run: bool = False
+        self,
+        token: str,
+        new_key: str | None = None,
+        *,
+        dry_run: bool = False,
+        min_current_age: timedelta = timedelta(0),
     ) -> RotationResult:
         """Rotate the pair once, or finish the rotation that an earlier run with ``token`` began.
 
-        ``new_key`` is generated when None. Raises RotationError, or
-        RotationConflictError when another rotation got in the way.
+        ``new_key`` is generated when None. Raises RotationError,
+        RotationConflictError when another rotation got in the way, or
+        CurrentTooRecentError when AWSCURRENT replaced another version less than
+        ``min_current_age`` ago.
         """
         existing = self.read_version(token)
         if existing is not None:
-            return self._resume(existing, new_key, dry_run=dry_run)
+            return self._resume(existing, new_key, dry_run=dry_run, min_current_age=min_current_age)
 
         current_version = self.read_current()
         current = parse_version(current_version, self.fields, AWSCURRENT)
         self._check_no_rotation_in_progress(current_version, current)
+        self._check_current_age(current_version, min_current_age)
         key = new_key if new_key is not None else generate_key()
         _, text = build_next_pair(current, key, self.fields)
         if dry_run:
@@ -380,7 +439,44 @@ class Rotator:
             )
             raise RotationConflictError(msg)
 
-    def _resume(self, existing: Version, new_key: str | None, *, dry_run: bool) -> RotationResult:
+    def _check_current_age(self, current_version: Version, min_age: timedelta) -> None:
+        """Raise CurrentTooRecentError when AWSCURRENT replaced a version less than ``min_age`` ago.
+
+        Until every sidecar serves the AWSCURRENT pair, clients may still use the
+        current key of the pair before it, which is the previous key now. A
+        rotation moves that key out of the pair.
+        """
+        age = current_version.age()
+        if min_age <= timedelta(0) or age is None or age >= min_age:
+            return
+        # The first version of a secret replaced nothing that a sidecar served.
+        # Secrets Manager gives AWSPREVIOUS to the version that AWSCURRENT leaves.
+        if not any(AWSPREVIOUS in labels for labels in self.version_stages().values()):
+            return
+        # NOTE: CreatedDate is when the version was written, not when it became
+        # AWSCURRENT. A version that waited as AWSPENDING (an interrupted rotation
+        # finished later) looks older than it is to this check.
+
+        # The Date header has whole seconds, so the age of a version written in the
+        # last second can come out negative.
+        shown_age = max(age, timedelta(0)).total_seconds()
+        msg = (
+            f"the AWSCURRENT version {current_version.version_id} was written {shown_age:.0f} s "
+            f"ago, less than the {min_age.total_seconds():.0f} s that sidecars may take to serve "
+            "it. Clients may still use its previous key, and rotating now would remove that key "
+            "from the pair"
+        )
+        wait = min_age - age
+        raise CurrentTooRecentError(msg, wait)
+
+    def _resume(
+        self,
+        existing: Version,
+        new_key: str | None,
+        *,
+        dry_run: bool,
+        min_current_age: timedelta,
+    ) -> RotationResult:
         """Finish or confirm the rotation whose version ``existing`` an earlier run wrote."""
         token = existing.version_id
         written = parse_version(existing, self.fields, "requested")
@@ -396,6 +492,7 @@ class Rotator:
         current_version = self.read_current()
         current = parse_version(current_version, self.fields, AWSCURRENT)
         require_built_on(written, current, token)
+        self._check_current_age(current_version, min_current_age)
         if dry_run:
             return RotationResult(version_id=token, outcome="dry_run")
         self._promote_and_release(token, current_version.version_id)

@@ -6,6 +6,10 @@ Secrets Manager operation (the X-Amz-Target header), if any, are held until
 then forwarded together. Two rotations that each reach PutSecretValue
 have therefore both read AWSCURRENT before either moves it, which makes a race
 that would otherwise depend on scheduling happen every time.
+
+Requests for the ``deny`` operation, if any, are answered with
+AccessDeniedException and never forwarded, as for a caller whose IAM policy
+lacks that one action.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ class BarrierProxy:
         operation: str | None = None,
         parties: int = 1,
         timeout: float = 10.0,
+        deny: str | None = None,
     ) -> None:
         self.upstream_port = upstream_port
         self.operation = operation
+        self.deny = deny
         self.barrier = threading.Barrier(parties, timeout=timeout)
         self.requests_held = 0
         self.calls: list[tuple[str, str | None]] = []
@@ -102,6 +108,9 @@ class BarrierProxy:
                 body = self.rfile.read(length)
                 target = self.headers.get("X-Amz-Target", "")
                 proxy._record(target, body)
+                if proxy.deny is not None and target.endswith("." + proxy.deny):
+                    self._send_access_denied(proxy.deny)
+                    return
                 if proxy.operation is not None and target.endswith("." + proxy.operation):
                     proxy._wait_at_barrier()
                 headers = {
@@ -122,6 +131,19 @@ class BarrierProxy:
                 for name, value in reply.getheaders():
                     if name.lower() not in _SKIPPED_HEADERS:
                         self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply_body)))
+                self.end_headers()
+                self.wfile.write(reply_body)
+
+            def _send_access_denied(self, operation: str) -> None:
+                reply_body = json.dumps(
+                    {
+                        "__type": "AccessDeniedException",
+                        "message": f"User is not authorized to perform: secretsmanager:{operation}",
+                    }
+                ).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
                 self.send_header("Content-Length", str(len(reply_body)))
                 self.end_headers()
                 self.wfile.write(reply_body)

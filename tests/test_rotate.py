@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import socket
 import subprocess
 import time
 import uuid
@@ -433,6 +435,117 @@ def test_concurrent_rotations_one_wins(
             assert key not in stderr
 
 
+def test_rotate_again_within_safe_delay_rejected(
+    emulator: Emulator, make_secret: Callable[..., str], secrets_client: Any
+) -> None:
+    """A second rotation before the first one's safe delay exits 3 and keeps the original key."""
+    secret_id = make_secret()
+    first = rotate_with_key(emulator.endpoint, secret_id, NEW_KEY)
+    first_version = json.loads(first.stdout)["version_id"]
+
+    before_second = datetime.now(UTC)
+    second = rotate_with_key(emulator.endpoint, secret_id, OTHER_KEY)
+    after_second = datetime.now(UTC)
+    pair = read_pair(secrets_client, secret_id)
+    retry_match = re.search(r"Rotate again after (\S+),", second.stderr)
+    assert retry_match is not None, second.stderr
+    retry_at = datetime.fromisoformat(retry_match.group(1))
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 3
+    assert second.stdout == ""
+    assert f"the AWSCURRENT version {first_version} was written" in second.stderr
+    assert "less than the 82 s that sidecars may take to serve it" in second.stderr
+    # 82 s after the first version was written, which was a few seconds ago.
+    assert retry_at >= before_second + timedelta(seconds=72)
+    assert retry_at <= after_second + timedelta(seconds=84)
+    assert "or pass --force" in second.stderr
+    assert "--client-request-token" not in second.stderr
+    assert pair["VersionId"] == first_version
+    assert pair["API_KEY_CURRENT"] == NEW_KEY
+    assert pair["API_KEY_PREVIOUS"] == CURRENT_KEY
+    assert version_holding(secrets_client, secret_id, "AWSPENDING") is None
+    assert_no_key(second, NEW_KEY, OTHER_KEY, CURRENT_KEY)
+
+
+def test_rotate_force_within_safe_delay(
+    emulator: Emulator, make_secret: Callable[..., str], secrets_client: Any
+) -> None:
+    """--force rotates before the safe delay has passed, dropping the original key."""
+    secret_id = make_secret()
+    first = rotate_with_key(emulator.endpoint, secret_id, NEW_KEY)
+
+    forced = run_command(
+        emulator.endpoint,
+        *("rotate", "--secret-id", secret_id, "--new-key-stdin", "--json", "--force"),
+        stdin=OTHER_KEY,
+    )
+    pair = read_pair(secrets_client, secret_id)
+
+    assert first.returncode == 0, first.stderr
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["outcome"] == "rotated"
+    assert pair["API_KEY_CURRENT"] == OTHER_KEY
+    assert pair["API_KEY_PREVIOUS"] == NEW_KEY
+
+
+def test_rotate_again_after_printed_time(
+    emulator: Emulator, make_secret: Callable[..., str], secrets_client: Any
+) -> None:
+    """Once the time in the rejection has passed, the same rotation succeeds without --force."""
+    secret_id = make_secret()
+    # 1 s of waiting plus 2 x (1 + 2) s of request time: a safe delay of 7 s.
+    settings = {
+        "SIDECAR_POLL_INTERVAL": "1",
+        "SIDECAR_POLL_JITTER": "0",
+        "SIDECAR_CONNECT_TIMEOUT": "1",
+        "SIDECAR_READ_TIMEOUT": "2",
+    }
+    command = ("rotate", "--secret-id", secret_id, "--json")
+    first = run_command(emulator.endpoint, *command, settings=settings)
+    rejected = run_command(emulator.endpoint, *command, settings=settings)
+    retry_match = re.search(r"Rotate again after (\S+),", rejected.stderr)
+    assert retry_match is not None, rejected.stderr
+    retry_at = datetime.fromisoformat(retry_match.group(1))
+    # The emulator's CreatedDate and Date header have whole seconds; one more
+    # second covers their rounding.
+    time.sleep(max((retry_at - datetime.now(UTC)).total_seconds() + 1, 0))
+
+    accepted = run_command(emulator.endpoint, *command, settings=settings)
+    pair = read_pair(secrets_client, secret_id)
+
+    assert first.returncode == 0, first.stderr
+    assert rejected.returncode == 3
+    assert "less than the 7 s" in rejected.stderr
+    assert retry_at <= datetime.now(UTC) + timedelta(seconds=9)
+    assert accepted.returncode == 0, accepted.stderr
+    assert pair["VersionId"] == json.loads(accepted.stdout)["version_id"]
+    assert pair["API_KEY_PREVIOUS"] != CURRENT_KEY
+
+
+def test_parallel_rotations_rotate_once(
+    emulator: Emulator, make_secret: Callable[..., str], secrets_client: Any
+) -> None:
+    """Of four rotations started together, one rotates and the original key stays in the pair."""
+    secret_id = make_secret()
+    original_version = version_holding(secrets_client, secret_id, "AWSCURRENT")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = list(
+            pool.map(
+                lambda _: run_command(emulator.endpoint, "rotate", "--secret-id", secret_id),
+                range(4),
+            )
+        )
+    statuses = sorted(run.returncode for run in runs)
+    pair = read_pair(secrets_client, secret_id)
+
+    assert statuses == [0, 3, 3, 3], [run.stderr for run in runs]
+    assert pair["API_KEY_PREVIOUS"] == CURRENT_KEY
+    assert version_holding(secrets_client, secret_id, "AWSPREVIOUS") == original_version
+    assert version_holding(secrets_client, secret_id, "AWSPENDING") is None
+
+
 def test_rotation_served_after_safe_after(
     emulator: Emulator,
     make_secret: Callable[..., str],
@@ -507,8 +620,64 @@ def test_rotate_rejects_invalid_token(emulator: Emulator, make_secret: Callable[
 
 
 def test_rotate_missing_secret_fails(emulator: Emulator) -> None:
-    """A secret that does not exist exits 1 with the AWS error code."""
+    """A secret that does not exist exits 1 with the AWS error code and no retry token."""
     result = run_command(emulator.endpoint, "rotate", "--secret-id", "test/does-not-exist")
 
     assert result.returncode == 1
     assert "GetSecretValue failed: ResourceNotFoundException" in result.stderr
+    assert "--client-request-token" not in result.stderr
+
+
+def test_rotate_no_retry_token_before_write(
+    emulator: Emulator, make_secret: Callable[..., str], secrets_client: Any
+) -> None:
+    """Failures before any write print no retry token, because a plain rerun is a retry."""
+    deleted = make_secret()
+    secrets_client.delete_secret(SecretId=deleted, RecoveryWindowInDays=7)
+    marked = run_command(emulator.endpoint, "rotate", "--secret-id", deleted)
+    with socket.socket() as probe:
+        # Bound but not listening: connections to this port are refused.
+        probe.bind(("127.0.0.1", 0))
+        closed_endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+        unreachable = run_command(closed_endpoint, "rotate", "--secret-id", make_secret())
+
+    assert marked.returncode == 1
+    assert "GetSecretValue failed: InvalidRequestException" in marked.stderr
+    assert "--client-request-token" not in marked.stderr
+    assert unreachable.returncode == 1
+    assert "GetSecretValue failed" in unreachable.stderr
+    assert "--client-request-token" not in unreachable.stderr
+
+
+def test_rotate_retry_token_after_write(
+    emulator: Emulator, make_secret: Callable[..., str], secrets_client: Any
+) -> None:
+    """A failure after PutSecretValue prints a token, and a rerun with it finishes the rotation."""
+    secret_id = make_secret()
+    with BarrierProxy(emulator.port, deny="UpdateSecretVersionStage") as proxy:
+        failed = rotate_with_key(proxy.endpoint, secret_id, NEW_KEY)
+    token_match = re.search(r"--client-request-token (\S+)", failed.stderr)
+    assert token_match is not None, failed.stderr
+    token = token_match.group(1)
+    pending = version_holding(secrets_client, secret_id, "AWSPENDING")
+
+    retried = run_command(
+        emulator.endpoint,
+        "rotate",
+        "--secret-id",
+        secret_id,
+        "--json",
+        "--client-request-token",
+        token,
+    )
+    pair = read_pair(secrets_client, secret_id)
+
+    assert failed.returncode == 1
+    assert "UpdateSecretVersionStage failed: AccessDeniedException" in failed.stderr
+    assert pending == token
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout)["outcome"] == "resumed"
+    assert pair["VersionId"] == token
+    assert pair["API_KEY_CURRENT"] == NEW_KEY
+    assert pair["API_KEY_PREVIOUS"] == CURRENT_KEY
+    assert_no_key(failed, NEW_KEY, CURRENT_KEY, PREVIOUS_KEY)
