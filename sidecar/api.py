@@ -322,11 +322,15 @@ class KeysApi:
         served = self._cache.state.snapshot
         served_version = None if served is None else served.version_id
         if outcome.error is not None:
-            keeping = (
-                f"; still serving version {served_version}"
-                if served_version is not None
-                else "; no keys are loaded yet"
-            )
+            if served_version is None:
+                keeping = "; no keys are loaded yet"
+            elif self._cache.past_max_staleness():
+                keeping = (
+                    "; the last successful poll is older than SIDECAR_MAX_STALENESS, so "
+                    f"/v1/keys returns 503 instead of version {served_version}"
+                )
+            else:
+                keeping = f"; still serving version {served_version}"
             return error_response(
                 502, f"the poll of Secrets Manager failed with {outcome.error.error_class}{keeping}"
             )

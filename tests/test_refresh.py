@@ -14,7 +14,7 @@ from sidecar.settings import load_settings
 from tests.app_helpers import metric_value, post
 from tests.conftest import CURRENT_KEY, PREVIOUS_KEY, pair_string, put_secret
 from tests.forwarder import CountingForwarder
-from tests.helpers import SidecarProcess
+from tests.helpers import SidecarProcess, wait_until
 from tools.emulator import Emulator
 
 NEW_KEY = "key-refreshed-FFFFFFFFFFFFFFFFFFFFFFFF"
@@ -115,6 +115,29 @@ def test_failed_refresh_keeps_last_pair(
     assert served["current"] == CURRENT_KEY
     assert served["previous"] == PREVIOUS_KEY
     assert served["stale"] is True
+
+
+def test_failed_refresh_past_max_staleness(
+    make_secret: Callable[..., str],
+    start_sidecar: Callable[..., SidecarProcess],
+    secrets_client: Any,
+) -> None:
+    """Past SIDECAR_MAX_STALENESS, the 502 of a failed refresh says that /v1/keys returns 503."""
+    secret_id = make_secret()
+    sidecar = start_sidecar(secret_id, poll_interval=1, max_staleness=2)
+    version = sidecar.keys()["version_id"]
+    secrets_client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
+    wait_until(lambda: sidecar.get("/v1/keys").status == 503, timeout=15)
+
+    reply = post(sidecar, "/v1/refresh")
+    message = reply.json()["error"]
+
+    assert reply.status == 502
+    assert "ResourceNotFoundException" in message
+    assert "still serving" not in message
+    assert "the last successful poll is older than SIDECAR_MAX_STALENESS" in message
+    assert f"/v1/keys returns 503 instead of version {version}" in message
+    assert sidecar.get("/v1/keys").status == 503
 
 
 def test_refresh_needs_token_and_post(
