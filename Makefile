@@ -1,11 +1,13 @@
 # `make demo` runs the sidecar against a local Secrets Manager emulator.
 # `make test` runs lint, types and the whole test suite.
+# `make bench` runs the benchmarks and rewrites docs/benchmarks.md (not part of `make test`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck pytest system-deps examples-deps clean
+.PHONY: demo test lint typecheck pytest system-deps examples-deps bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +43,18 @@ examples-deps:
 		[ $(NODE_EXAMPLE)/package-lock.json -nt $(NODE_EXAMPLE)/node_modules/.package-lock.json ]; then \
 		npm ci --prefix $(NODE_EXAMPLE) --no-audit --no-fund; \
 	fi
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# wrk and nginx from Debian's packages, for the benchmarks only.
+bench-deps:
+	sh bench/install-deps.sh
+
+# BENCH_ARGS passes options, for example BENCH_ARGS=--quick.
+bench: $(BENCH_STAMP) bench-deps
+	BENCH_COMMAND="make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache
