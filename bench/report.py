@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import string
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from bench.plot import plot_serving
 
 TEMPLATE = Path(__file__).with_name("template.md")
 KIB_PER_MIB = 1024
+# A fall in RSS larger than this between two readings gets a sentence on the page.
+DROP_NOTE_KIB = 1024
 
 
 def write_report(results: dict[str, Any], docs_dir: Path) -> None:
@@ -249,6 +252,21 @@ def _memory(outcome: dict[str, Any]) -> str:
         "",
         f"RSS in MiB by rotations: {rotation_readings}.",
     ]
+    drops = [
+        (earlier, later)
+        for earlier, later in itertools.pairwise(data["rotation_samples"])
+        if earlier["rss_kib"] - later["rss_kib"] > DROP_NOTE_KIB
+    ]
+    for earlier, later in drops:
+        lines += [
+            "",
+            (
+                f"RSS fell by {mib(earlier['rss_kib'] - later['rss_kib'])} between "
+                f"{earlier['rotations']} and {later['rotations']} rotations: the process "
+                "returned memory to the operating system. The harness does not show "
+                "which allocation released it."
+            ),
+        ]
     return "\n".join(lines)
 
 
@@ -302,7 +320,7 @@ def _failing_polls(outcome: dict[str, Any]) -> str:
             f"During the failure /v1/keys returned "
             f"{data['stale_reply_status']} with `stale: {str(data['stale_reply_flag']).lower()}`. "
             f"The sidecar served fresh keys again {data['recovered_after_window_s']:.1f} s after "
-            "the failure ended (the length of the backoff wait in progress)."
+            "the failure ended, at the end of the backoff wait that was in progress."
         ),
     ]
     return "\n".join(lines)
