@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -73,6 +74,13 @@ async def serve(settings: Settings, token: str | None, source: SecretSource) -> 
     runners = await start_listeners(settings, api, metrics)
     if runners is None:
         return 1
+    # Start-up leaves about 80,000 long-lived objects (imported modules,
+    # botocore's service model), and a full garbage collection scans them all in
+    # tens of milliseconds. Freezing them takes them out of later collections:
+    # at 256 connections this cut CPU time per request from about 49 to 40 us
+    # and halved the p99 (docs/benchmarks.md). Reference counting still frees them.
+    gc.collect()
+    gc.freeze()
     log.info(
         "sidecar.started",
         version=__version__,
