@@ -7,12 +7,14 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bench.machine import describe_machine, tool_versions
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, or render a saved run, and return the exit status."""
     arguments = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every server the rig started is stopped.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     if arguments.render is not None:
         saved_results = json.loads(arguments.render.read_text())
         write_report(saved_results, DOCS_DIR)
@@ -96,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     write_report(results, DOCS_DIR)
     print(f"saved {saved}; wrote {DOCS_DIR / 'benchmarks.md'} and {DOCS_DIR / 'benchmarks.png'}")
     return 1 if failed else 0
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def run_scenarios(names: list[str], options: Options, into: dict[str, Any]) -> bool:

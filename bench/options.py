@@ -13,6 +13,9 @@ class Options:
     # Seconds of each wrk measurement, after a one-second warm-up.
     duration_s: float = 10.0
     connections: tuple[int, ...] = (16, 256)
+    # Rounds of the server comparisons; each figure on the page is the median
+    # over the rounds, which damps the load changes of a shared machine.
+    rounds: int = 3
     # Rotations per rotation-latency measurement.
     rotations: int = 20
     poll_intervals: tuple[float, ...] = (1.0, 5.0)
@@ -34,6 +37,7 @@ class Options:
         """Return tiny sizes that check the harness end to end in about two minutes."""
         return cls(
             duration_s=2.0,
+            rounds=1,
             rotations=3,
             poll_intervals=(1.0,),
             starts=2,

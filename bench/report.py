@@ -33,9 +33,11 @@ def write_report(results: dict[str, Any], docs_dir: Path) -> None:
         "machine": _machine(meta),
         "noise": _noise(meta),
         "duration": f"{meta['options']['duration_s']:g}",
+        "rounds": _rounds(meta["options"].get("rounds", 1)),
         "targets": targets.render(scenarios),
         "serving": _serving(serving, plotted),
         "event_loop": _event_loop(scenarios.get("event_loop", {})),
+        "gc_freeze": _gc_freeze(scenarios.get("gc_freeze", {})),
         "verify": _verify(scenarios.get("verify_throughput", {})),
         "rotation": _rotation(scenarios),
         "startup": _startup(scenarios.get("startup", {})),
@@ -64,6 +66,10 @@ def _missing(outcome: dict[str, Any]) -> str | None:
     if outcome.get("skipped"):
         return f"_Skipped: {outcome['skipped']}._"
     return None
+
+
+def _rounds(count: int) -> str:
+    return "one round" if count == 1 else f"{count} rounds"
 
 
 def _quick_warning(meta: dict[str, Any]) -> str:
@@ -170,6 +176,10 @@ def _serving(outcome: dict[str, Any], plotted: bool) -> str:  # noqa: FBT001 - i
 
 def _event_loop(outcome: dict[str, Any]) -> str:
     return _missing(outcome) or _wrk_table(outcome["data"]["results"], "asyncio")
+
+
+def _gc_freeze(outcome: dict[str, Any]) -> str:
+    return _missing(outcome) or _wrk_table(outcome["data"]["results"], "not frozen")
 
 
 def _verify(outcome: dict[str, Any]) -> str:

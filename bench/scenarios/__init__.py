@@ -18,6 +18,7 @@ Scenario = Callable[[Rig, Options], Outcome]
 SCENARIOS: dict[str, Scenario] = {
     "keys_throughput": serving.keys_throughput,
     "verify_throughput": app_api.verify_throughput,
+    "gc_freeze": serving.gc_freeze,
     "event_loop": serving.event_loop,
     "rotation_poll": rotation.poll_latency,
     "rotation_refresh": rotation.refresh_latency,

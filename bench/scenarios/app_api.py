@@ -11,8 +11,8 @@ import json
 from bench.options import Options, Outcome
 from bench.processes import BenchSidecar, start_bare_server
 from bench.rig import Rig
-from bench.scenarios.serving import TOKEN_HEADERS, error_notes, measure_with_cpu
-from bench.wrk import Load, WrkResult
+from bench.scenarios.serving import TOKEN_HEADERS, compare
+from bench.wrk import Load
 
 # The smallest SIDECAR_REFRESH_MIN_INTERVAL values to try, so that forced
 # refreshes can follow each other quickly; the documented default is 5 s.
@@ -49,19 +49,14 @@ def verify_throughput(rig: Rig, options: Options) -> Outcome:
     load = Load(
         headers={**TOKEN_HEADERS, "Content-Type": "application/json"}, method="POST", body=body
     )
-    urls = {"sidecar": sidecar.url("/v1/verify"), "bare aiohttp": bare.url("/v1/verify")}
-    pids = {"sidecar": sidecar.pid, "bare aiohttp": bare.process.pid}
-    outcome = Outcome()
-    results: dict[str, dict[str, object]] = {name: {} for name in urls}
-    for connections in options.connections:
-        for name, url in urls.items():
-            run = measure_with_cpu(url, pids[name], connections, options, load)
-            results[name][str(connections)] = run
-            outcome.notes += error_notes(name, WrkResult.from_json(run))
+    targets = {
+        "sidecar": (sidecar.url("/v1/verify"), sidecar.pid),
+        "bare aiohttp": (bare.url("/v1/verify"), bare.process.pid),
+    }
+    results, notes = compare(targets, options, load)
     bare.stop()
     rig.stop_sidecar(sidecar)
-    outcome.data = {"results": results}
-    return outcome
+    return Outcome(data={"results": results}, notes=notes)
 
 
 def fast_refresh_settings(rig: Rig) -> tuple[dict[str, object], float]:

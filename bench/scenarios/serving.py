@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from bench.loops import LOOPS
@@ -40,6 +41,42 @@ def measure_with_cpu(
     return {**result.to_json(), "cpu_us_per_request": cpu_per_request}
 
 
+def compare(
+    targets: dict[str, tuple[str, int]], options: Options, load: Load = TOKEN_LOAD
+) -> tuple[dict[str, dict[str, object]], list[str]]:
+    """Measure each target (URL and process id) in turn, round after round.
+
+    Interleaving the servers spreads the load changes of a shared machine
+    across all of them instead of loading them onto one. Returns the median of
+    each figure over the rounds, by server and connection count, and the notes
+    about failed requests.
+    """
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    notes: list[str] = []
+    for connections in options.connections:
+        for _ in range(options.rounds):
+            for name, (url, pid) in targets.items():
+                run = measure_with_cpu(url, pid, connections, options, load)
+                runs.setdefault((name, connections), []).append(run)
+                notes += error_notes(name, WrkResult.from_json(run))
+    results: dict[str, dict[str, object]] = {name: {} for name in targets}
+    for (name, connections), measured in runs.items():
+        results[name][str(connections)] = median_run(measured)
+    return results, notes
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the median of each figure over ``runs``; error counts are added up."""
+    combined: dict[str, Any] = {"rounds": len(runs)}
+    for key in runs[0]:
+        values = [run[key] for run in runs if run[key] is not None]
+        if key in {"status_errors", "socket_errors"}:
+            combined[key] = sum(values)
+        else:
+            combined[key] = statistics.median(values) if values else None
+    return combined
+
+
 def error_notes(name: str, result: WrkResult) -> list[str]:
     """Return a note for each kind of failed request in ``result``."""
     notes = []
@@ -66,45 +103,45 @@ def keys_throughput(rig: Rig, options: Options) -> Outcome:
     rig.servers.append(bare)
     nginx = start_nginx(rig.workdir, body)
     rig.servers.append(nginx)
-    outcome = Outcome()
     urls = {
         "sidecar": sidecar.url("/v1/keys"),
         "bare aiohttp": bare.url("/v1/keys"),
         "nginx": nginx.url("/v1/keys"),
     }
-    pids = {"sidecar": sidecar.pid, "bare aiohttp": bare.process.pid, "nginx": nginx.process.pid}
     for name, url in urls.items():
         served = http_request(url, headers=TOKEN_HEADERS).body
         if served != body:
             return Outcome(skipped=f"{name} served other bytes than the sidecar")
 
-    results: dict[str, dict[str, object]] = {name: {} for name in urls}
-    # Interleaving the servers at each connection count spreads the noise of
-    # the shared machine across all three instead of loading it onto one.
-    for connections in options.connections:
-        for name, url in urls.items():
-            run = measure_with_cpu(url, pids[name], connections, options)
-            results[name][str(connections)] = run
-            outcome.notes += error_notes(name, WrkResult.from_json(run))
+    targets = {
+        "sidecar": (urls["sidecar"], sidecar.pid),
+        "bare aiohttp": (urls["bare aiohttp"], bare.process.pid),
+        "nginx": (urls["nginx"], nginx.process.pid),
+    }
+    results, notes = compare(targets, options)
     bare.stop()
     nginx.stop()
     rig.stop_sidecar(sidecar)
-    outcome.data = {"results": results, "body_bytes": len(body)}
-    return outcome
+    return Outcome(data={"results": results, "body_bytes": len(body)}, notes=notes)
+
+
+def gc_freeze(rig: Rig, options: Options) -> Outcome:
+    """Measure GET /v1/keys on the sidecar with and without gc.freeze() at start-up."""
+    modules = {"frozen": "sidecar", "not frozen": "bench.unfrozen_sidecar"}
+    sidecars = {name: rig.sidecar(module=module) for name, module in modules.items()}
+    targets = {name: (sidecar.url("/v1/keys"), sidecar.pid) for name, sidecar in sidecars.items()}
+    results, notes = compare(targets, options)
+    for sidecar in sidecars.values():
+        rig.stop_sidecar(sidecar)
+    return Outcome(data={"results": results}, notes=notes)
 
 
 def event_loop(rig: Rig, options: Options) -> Outcome:
     """Measure GET /v1/keys on the sidecar run on asyncio's event loop and on uvloop."""
     modules = {"asyncio": "sidecar", "uvloop": "bench.uvloop_sidecar"}
     sidecars = {loop: rig.sidecar(module=modules[loop]) for loop in LOOPS}
-    outcome = Outcome()
-    results: dict[str, dict[str, object]] = {loop: {} for loop in LOOPS}
-    for connections in options.connections:
-        for loop, sidecar in sidecars.items():
-            run = measure_with_cpu(sidecar.url("/v1/keys"), sidecar.pid, connections, options)
-            results[loop][str(connections)] = run
-            outcome.notes += error_notes(f"sidecar on {loop}", WrkResult.from_json(run))
+    targets = {loop: (sidecar.url("/v1/keys"), sidecar.pid) for loop, sidecar in sidecars.items()}
+    results, notes = compare(targets, options)
     for sidecar in sidecars.values():
         rig.stop_sidecar(sidecar)
-    outcome.data = {"results": results}
-    return outcome
+    return Outcome(data={"results": results}, notes=notes)
