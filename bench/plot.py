@@ -12,16 +12,20 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+# Tick values for the log-scale latency axis, in milliseconds.
+LATENCY_TICKS_MS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 STYLES = {"sidecar": "o-", "bare aiohttp": "s--", "nginx": "^:"}
 
 
 def plot_serving(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Save a two-panel PNG: requests per second and p99 against connections."""
     figure, (rate_axes, p99_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    all_tails: list[float] = []
     for name, by_connections in results.items():
         connections = [int(count) for count in by_connections]
         rates = [run["requests_per_s"] for run in by_connections.values()]
         tails = [run["p99_ms"] for run in by_connections.values()]
+        all_tails += tails
         style = STYLES.get(name, "x-")
         rate_axes.plot(connections, rates, style, label=name)
         p99_axes.plot(connections, tails, style, label=name)
@@ -38,6 +42,8 @@ def plot_serving(results: dict[str, dict[str, Any]], path: Path) -> None:
     # Plain numbers instead of powers of ten on the log axis.
     p99_axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     p99_axes.yaxis.set_minor_formatter(NullFormatter())
+    low, high = min(all_tails) / 1.5, max(all_tails) * 1.5
+    p99_axes.set_yticks([tick for tick in LATENCY_TICKS_MS if low <= tick <= high])
     p99_axes.set_title("p99 latency")
     rate_axes.legend()
     figure.savefig(path, dpi=100)

@@ -75,10 +75,11 @@ async def serve(settings: Settings, token: str | None, source: SecretSource) -> 
     if runners is None:
         return 1
     # Start-up leaves about 80,000 long-lived objects (imported modules,
-    # botocore's service model), and a full garbage collection scans them all in
-    # tens of milliseconds. Freezing them takes them out of later collections:
-    # at 256 connections this cut CPU time per request from about 49 to 40 us
-    # and halved the p99 (docs/benchmarks.md). Reference counting still frees them.
+    # botocore's service model), and a full garbage collection scans them all,
+    # which took about 30 ms on a 2-core machine. Freezing them takes them out of
+    # later collections, which shortens those pauses: in the benchmark at 256
+    # connections the p99 and the maximum latency fell (docs/benchmarks.md).
+    # Reference counting still frees them.
     gc.collect()
     gc.freeze()
     log.info(

@@ -120,7 +120,7 @@ def _load(sidecar: BenchSidecar, options: Options, outcome: Outcome) -> list[dic
 def _rotate(rig: Rig, sidecar: BenchSidecar, options: Options) -> tuple[list[dict[str, Any]], str]:
     """Rotate as fast as the sidecar picks rotations up, within the time limit."""
     use_refresh = missing_endpoint(sidecar, "/v1/refresh", b"") is None
-    mode = "each picked up by POST /v1/refresh" if use_refresh else "each picked up by a 1 s poll"
+    mode = "each followed by POST /v1/refresh" if use_refresh else "each picked up by a 1 s poll"
     reader = KeysReader(sidecar)
     samples = [{"rotations": 0, "rss_kib": sidecar.rss_kib()}]
     deadline = time.monotonic() + options.rotations_limit_s
