@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rotations-limit",
         type=float,
         metavar="SECONDS",
-        help="time limit of the 1,000-rotation memory loop (default 300)",
+        help="time limit of the 1,000-rotation memory loop (default 600)",
     )
     parser.add_argument(
         "--render",
