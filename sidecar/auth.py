@@ -15,7 +15,7 @@ from sidecar.settings import MAX_TOKEN_LENGTH, PREFIX, Settings, token_problem
 TOKEN_FILE_MODE = 0o640
 # 32 random bytes, 43 URL-safe characters.
 TOKEN_BYTES = 32
-# A token is at most MAX_TOKEN_LENGTH characters; room for a line break and spaces.
+# The largest token plus room for a trailing line break and spaces.
 MAX_TOKEN_FILE_BYTES = MAX_TOKEN_LENGTH + 64
 
 
@@ -24,7 +24,7 @@ def resolve_token(settings: Settings) -> str | None:
 
     With SIDECAR_TOKEN_FILE set and no file at that path, a new random token is
     written there first. Raises SettingsError if the file cannot be read or
-    created, or holds an invalid token.
+    created, or contains an invalid token.
     """
     if settings.token is not None:
         return settings.token
