@@ -115,7 +115,7 @@ async def serve(settings: Settings, token: str | None, source: SecretSource) -> 
         # asyncio.run() removes them when it closes the loop.
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, _log_repeated_signal, signum)
-        # 1. Answer waiting long polls at once; they could otherwise hold the
+        # 1. Release waiting long polls at once; they could otherwise hold the
         #    shutdown for up to SHUTDOWN_TIMEOUT.
         api.close()
         # 2. Stop accepting connections, then give in-flight requests up to
@@ -159,9 +159,9 @@ async def start_listeners(
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
-        # No client needs to compress a body of at most 4 KiB. Left on, a body that
-        # is not valid gzip fails again while aiohttp drains it after the reply,
-        # and aiohttp logs that with a traceback; off, it is just invalid JSON.
+        # No client needs to compress a body of at most 4 KiB. With decompression
+        # on, a body that is not valid gzip fails again while aiohttp drains it
+        # after the reply, and aiohttp logs a traceback. Off, it is invalid JSON.
         auto_decompress=False,
     )
     keys_runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT)

@@ -18,7 +18,7 @@ _LEVELS = {
 
 # botocore logs signed request headers (session tokens included) and reply bodies
 # (SecretString included) at DEBUG, so library loggers stay at WARNING whatever
-# SIDECAR_LOG_LEVEL says.
+# SIDECAR_LOG_LEVEL is.
 LIBRARY_LOG_LEVEL = logging.WARNING
 
 
