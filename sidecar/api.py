@@ -133,6 +133,11 @@ class KeysApi:
         self._metrics = metrics
         self._refresher = refresher
         self._request_counters: dict[tuple[str, int], Counter] = {}
+        # Resolved once, so a verify request does not look up its label.
+        self._verify_counters = {
+            result: metrics.verify_results.labels(result=result)
+            for result in ("current", "previous", "invalid")
+        }
         # Connections opened beyond SIDECAR_MAX_CONNECTIONS, filled by KeysServer.
         self.over_limit: set[web.RequestHandler] = set()
         # route -> method -> handler. Routes without a token check are public.
@@ -188,9 +193,8 @@ class KeysApi:
                 return self._route_label(path), rejection
             methods = self._protected.get(path)
             if methods is None:
-                return "other", error_response(
-                    404, f"no route {path!r}; the keys are at GET /v1/keys"
-                )
+                # The path is not echoed: a misconfigured client may put a key in it.
+                return "other", error_response(404, "no such route; the keys are at GET /v1/keys")
 
         handler = methods.get(request.method)
         if handler is None:
@@ -240,8 +244,7 @@ class KeysApi:
         if wait_text is not None and wait is None:
             return error_response(
                 400,
-                f"invalid wait parameter {wait_text[:20]!r}; expected seconds greater than 0 "
-                f"and at most {MAX_WAIT:g}",
+                f"invalid wait parameter; expected seconds greater than 0 and at most {MAX_WAIT:g}",
             )
         unavailable = self._unavailable()
         if unavailable is not None:
@@ -301,7 +304,7 @@ class KeysApi:
         snapshot = self._cache.state.snapshot
         assert snapshot is not None  # noqa: S101 - _unavailable() checked it
         matched = match_key(snapshot, key)
-        self._metrics.verify_results.labels(result=matched or "invalid").inc()
+        self._verify_counters[matched or "invalid"].inc()
         return json_response(200, {"valid": matched is not None, "matched": matched})
 
     async def refresh(self, _request: web.BaseRequest) -> web.StreamResponse:
