@@ -6,7 +6,7 @@ would bill them, not where the sidecar reports them. Paths under
 
 - ``GET /__bench/calls`` returns ``{"calls": [[unix_time, target, status], ...]}``,
   where target is the X-Amz-Target header (``secretsmanager.GetSecretValue``).
-- ``POST /__bench/fail?seconds=N`` answers every call with 503 for N seconds.
+- ``POST /__bench/fail?seconds=N`` replies 503 to every call for N seconds.
 - ``POST /__bench/reset`` forgets the recorded calls.
 
 Run it as its own process: ``python -m bench.counting_proxy --port P --upstream URL``.

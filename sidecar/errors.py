@@ -37,8 +37,8 @@ class PollError(SidecarError):
 
     ``reason`` is one value of the closed set used by metrics and logs
     (for example ``throttled`` or ``access_denied``), ``error_class`` is the AWS
-    error code or exception class name, and ``retryable`` tells whether the poller
-    backs off and retries or waits for the next normal interval.
+    error code or exception class name, and ``retryable`` is true when the poller
+    backs off and retries, and false when it waits for the next normal interval.
     """
 
     def __init__(self, reason: str, error_class: str, detail: str, *, retryable: bool) -> None:

@@ -38,7 +38,7 @@ class OutputFile:
 
         Returns whether the file now contains the served version. A failed write is
         logged and tried again on the next call, which the poller makes after every
-        successful poll; it never stops the sidecar from serving.
+        successful poll. A failed write never stops the sidecar from serving.
         """
         snapshot = state.snapshot
         if snapshot is None:

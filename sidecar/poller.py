@@ -206,7 +206,7 @@ class Poller:
         )
 
     async def _load_pair(self, value: SecretValue) -> KeyPair:
-        """Build the pair of a new AWSCURRENT version, as SIDECAR_LAYOUT says.
+        """Build the pair of a new AWSCURRENT version, as SIDECAR_LAYOUT selects.
 
         In the stages layout each version contains its key in the current field, and
         the previous key is the current field of the AWSPREVIOUS version, read with

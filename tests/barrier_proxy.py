@@ -7,8 +7,8 @@ then forwarded together. Two rotations that each reach PutSecretValue
 have therefore both read AWSCURRENT before either moves it, which makes a race
 that would otherwise depend on scheduling happen every time.
 
-Requests for the ``deny`` operation, if any, are answered with
-AccessDeniedException and never forwarded, as for a caller whose IAM policy
+Requests for the ``deny`` operation, if any, get
+AccessDeniedException and are never forwarded, as for a caller whose IAM policy
 lacks that one action.
 """
 

@@ -80,8 +80,8 @@ def start_sidecar(emulator: Emulator, tmp_path: Path) -> Iterator[Callable[..., 
 
     Keyword arguments become SIDECAR_* settings (``poll_interval=1`` sets
     SIDECAR_POLL_INTERVAL=1). ``endpoint`` replaces the emulator URL, for example
-    with a fault-injecting proxy in front of it, and ``env`` adds raw variables;
-    a None value removes the variable (for example the static AWS keys).
+    with a fault-injecting proxy in front of it, and ``env`` adds raw variables.
+    A None value in ``env`` removes the variable, for example the static AWS keys.
     """
     started: list[SidecarProcess] = []
 

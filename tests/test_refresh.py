@@ -122,7 +122,7 @@ def test_failed_refresh_past_max_staleness(
     start_sidecar: Callable[..., SidecarProcess],
     secrets_client: Any,
 ) -> None:
-    """Past SIDECAR_MAX_STALENESS, the 502 of a failed refresh says that /v1/keys returns 503."""
+    """Past SIDECAR_MAX_STALENESS, a failed refresh states that /v1/keys returns 503."""
     secret_id = make_secret()
     sidecar = start_sidecar(secret_id, poll_interval=1, max_staleness=2)
     version = sidecar.keys()["version_id"]
